@@ -1,0 +1,19 @@
+"""Datasets, splits and forget sets (the bottom layer: imports nothing else from mumis)."""
+from mumis.data import sources as _sources  # noqa: F401  (registers the loaders)
+from mumis.data.dataset import DatasetBundle, ImageDataset, iter_batches
+from mumis.data.registry import list_datasets, load_dataset, register_dataset
+from mumis.data.splits import (
+    ForgetSet,
+    Split,
+    atomic_write_text,
+    explicit_ids,
+    full_class,
+    make_split,
+    random_fraction,
+    sub_class,
+)
+
+__all__ = [
+    "DatasetBundle", "ImageDataset", "iter_batches", "list_datasets", "load_dataset", "register_dataset",
+    "ForgetSet", "Split", "atomic_write_text", "explicit_ids", "full_class", "make_split", "random_fraction", "sub_class",
+]

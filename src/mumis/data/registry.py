@@ -1,0 +1,36 @@
+"""Datasets by name: ``@register_dataset("name")`` on a loader, ``load_dataset("name")`` to get it."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional
+
+from mumis.data.dataset import DatasetBundle
+from mumis.errors import MumisError
+
+Loader = Callable[[Optional[Path], bool], DatasetBundle]
+_LOADERS: dict[str, Loader] = {}
+
+
+def register_dataset(name: str):
+    def decorate(loader: Loader) -> Loader:
+        if name in _LOADERS:
+            raise ValueError(f"dataset {name!r} is registered twice")
+        _LOADERS[name] = loader
+        return loader
+
+    return decorate
+
+
+def list_datasets() -> list[str]:
+    return sorted(_LOADERS)
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, verify: bool = True) -> DatasetBundle:
+    """Load a registered dataset. ``data_dir`` is where user-supplied files live (CIFAR, SVHN, Fashion-MNIST).
+
+    ``verify`` checks the official files' MD5 sums where the dataset publishes them. Nothing is ever
+    downloaded: a missing file raises :class:`MumisError` saying where to put it.
+    """
+    if name not in _LOADERS:
+        raise MumisError(f"unknown dataset {name!r}; choose one of: {', '.join(list_datasets())}")
+    return _LOADERS[name](Path(data_dir) if data_dir else None, verify)

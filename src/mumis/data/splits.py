@@ -1,0 +1,225 @@
+"""Train/test splits and forget sets, made once from a seed and persisted as JSON index files.
+
+Each file stores its own SHA-256 (of the canonical JSON of its content). Loading recomputes it, so an
+edited file is an error; a forget set records the hash of the split it was drawn from, and every checkpoint
+records the split hash it was trained on, so train, retrain, unlearn and evaluate provably read the same
+samples.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from mumis.data.dataset import DatasetBundle, ImageDataset
+from mumis.errors import MumisError
+
+
+def _digest(content: dict) -> str:
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so a crash never leaves half a file behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class _HashedRecord:
+    """Shared save/load/hash for the two index files."""
+
+    kind: str
+
+    def content(self) -> dict:
+        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in asdict(self).items()}
+
+    @property
+    def sha256(self) -> str:
+        return _digest(self.content())
+
+    def save(self, path: str | Path) -> Path:
+        payload = {"kind": self.kind, "sha256": self.sha256, **self.content()}
+        atomic_write_text(Path(path), json.dumps(payload))
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path):
+        path = Path(path)
+        if not path.is_file():
+            raise MumisError(f"{cls.kind} file {path} does not exist; create it with `mumis split`.")
+        try:
+            payload = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise MumisError(f"{path} is not valid JSON ({err}); recreate it with `mumis split`.") from None
+        if payload.pop("kind", None) != cls.kind:
+            raise MumisError(f"{path} is not a {cls.kind} file; pass the file `mumis split` wrote for it.")
+        stored = payload.pop("sha256", None)
+        record = cls(**{k: (np.asarray(v, dtype=np.int64) if isinstance(v, list) and k in cls._ARRAYS else v)
+                        for k, v in payload.items()})
+        if stored != record.sha256:
+            raise MumisError(
+                f"{path} was modified after it was written (SHA-256 mismatch: file says {stored}, content hashes "
+                f"to {record.sha256}). Recreate it with `mumis split`; never edit index files by hand."
+            )
+        return record
+
+
+@dataclass(frozen=True, eq=False)
+class Split(_HashedRecord):
+    """Which samples train the model and which evaluate it.
+
+    ``train`` indexes the dataset's training pool. ``test`` indexes its official test set, or, for datasets
+    without one (``mnist5k``, ``digits``), a stratified hold-out of the training pool (``test_from="holdout"``).
+    """
+
+    dataset: str
+    seed: int
+    test_from: str
+    data_fingerprint: str
+    train: np.ndarray = field(repr=False)
+    test: np.ndarray = field(repr=False)
+
+    kind = "split"
+    _ARRAYS = ("train", "test")
+
+    def check_matches(self, bundle: DatasetBundle) -> None:
+        if bundle.name != self.dataset:
+            raise MumisError(f"the split was made for dataset {self.dataset!r}, not {bundle.name!r}; use the matching split file.")
+        if bundle.fingerprint() != self.data_fingerprint:
+            raise MumisError(
+                f"the split file does not match the {bundle.name!r} data on this machine (different size or labels). "
+                "Make a new split with `mumis split` for this copy of the data."
+            )
+
+    def materialise(self, bundle: DatasetBundle) -> tuple[ImageDataset, ImageDataset]:
+        """The (train, test) datasets this split describes; refuses data it was not made for."""
+        self.check_matches(bundle)
+        test_pool = bundle.train if self.test_from == "holdout" else bundle.test
+        return bundle.train.subset(self.train), test_pool.subset(self.test)
+
+
+def make_split(bundle: DatasetBundle, seed: int = 0, holdout_fraction: float = 0.2) -> Split:
+    """Use the official test set when there is one; otherwise hold out a stratified fraction of the pool."""
+    labels = bundle.train.labels.numpy()
+    if bundle.test is not None:
+        train, test, source = np.arange(len(labels)), np.arange(len(bundle.test)), "official"
+    else:
+        if not 0.0 < holdout_fraction < 1.0:
+            raise MumisError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
+        rng = np.random.default_rng(seed)
+        test_parts = []
+        for c in np.unique(labels):
+            members = np.flatnonzero(labels == c)
+            test_parts.append(rng.choice(members, size=max(1, round(holdout_fraction * len(members))), replace=False))
+        test = np.sort(np.concatenate(test_parts))
+        train = np.setdiff1d(np.arange(len(labels)), test)
+        source = "holdout"
+    return Split(bundle.name, seed, source, bundle.fingerprint(), train.astype(np.int64), test.astype(np.int64))
+
+
+@dataclass(frozen=True, eq=False)
+class ForgetSet(_HashedRecord):
+    """The samples a deletion request names, as positions within ``Split.train``.
+
+    ``kind``-specific parameters (the class, the fine class, the fraction, the seed) live in ``params``;
+    ``forgotten_class`` is set for full-class requests and ``forgotten_fine`` for sub-class ones, so the
+    test set can be split into the forgotten part and the rest.
+    """
+
+    request: str
+    params: dict
+    split_sha256: str
+    indices: np.ndarray = field(repr=False)
+    forgotten_class: Optional[int] = None
+    forgotten_fine: Optional[int] = None
+
+    kind = "forget-set"
+    _ARRAYS = ("indices",)
+
+    def check_split(self, split: Split) -> None:
+        if self.split_sha256 != split.sha256:
+            raise MumisError(
+                f"the forget set was drawn from split {self.split_sha256[:12]}…, but the split given is "
+                f"{split.sha256[:12]}…; pass the split file the forget set was made with."
+            )
+
+    def partition(self, train: ImageDataset) -> tuple[ImageDataset, ImageDataset]:
+        """(forget, retain) subsets of the split's training set."""
+        keep = np.ones(len(train), dtype=bool)
+        keep[self.indices] = False
+        return train.subset(self.indices), train.subset(np.flatnonzero(keep))
+
+    def test_partition(self, test: ImageDataset) -> tuple[ImageDataset, Optional[ImageDataset]]:
+        """(test without the forgotten class/sub-class, test of the forgotten class) for class requests;
+        (whole test, None) for random and explicit requests."""
+        if self.forgotten_fine is not None:
+            gone = (test.fine_labels == self.forgotten_fine).numpy()
+        elif self.forgotten_class is not None:
+            gone = (test.labels == self.forgotten_class).numpy()
+        else:
+            return test, None
+        return test.subset(np.flatnonzero(~gone)), test.subset(np.flatnonzero(gone))
+
+
+def _nonempty(indices: np.ndarray, what: str) -> np.ndarray:
+    if len(indices) == 0:
+        raise MumisError(f"the forget set is empty: {what}. Choose a request that names at least one training sample.")
+    return np.sort(indices.astype(np.int64))
+
+
+def full_class(train: ImageDataset, split: Split, cls: int) -> ForgetSet:
+    """Every training sample of class ``cls``."""
+    if not 0 <= cls < train.num_classes:
+        raise MumisError(f"forget class {cls} is out of range: {split.dataset} has classes 0..{train.num_classes - 1}")
+    idx = _nonempty(np.flatnonzero(train.labels.numpy() == cls), f"class {cls} has no training samples")
+    return ForgetSet("full_class", {"class": cls}, split.sha256, idx, forgotten_class=cls)
+
+
+def sub_class(train: ImageDataset, split: Split, fine: int) -> ForgetSet:
+    """Every training sample of fine class ``fine`` (the rest of its super-class stays)."""
+    if train.fine_labels is None:
+        raise MumisError(f"{split.dataset} has no fine labels; sub-class forgetting needs a dataset like cifar20.")
+    if not 0 <= fine < len(train.fine_classes):
+        raise MumisError(f"fine class {fine} is out of range: {split.dataset} has fine classes 0..{len(train.fine_classes) - 1}")
+    idx = _nonempty(np.flatnonzero(train.fine_labels.numpy() == fine), f"fine class {fine} has no training samples")
+    return ForgetSet("sub_class", {"fine_class": fine}, split.sha256, idx, forgotten_fine=fine)
+
+
+def random_fraction(train: ImageDataset, split: Split, fraction: float, seed: int = 0, stratified: bool = True) -> ForgetSet:
+    """A random ``fraction`` of the training set; ``stratified`` draws the same fraction from every class."""
+    if not 0.0 < fraction < 1.0:
+        raise MumisError(f"the forget fraction must be in (0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    labels = train.labels.numpy()
+    if stratified:
+        groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+        idx = np.concatenate([rng.choice(g, size=round(fraction * len(g)), replace=False) for g in groups])
+    else:
+        idx = rng.choice(len(labels), size=round(fraction * len(labels)), replace=False)
+    idx = _nonempty(idx, f"{fraction:.2%} of {len(labels)} samples rounds to zero")
+    return ForgetSet("random", {"fraction": fraction, "seed": seed, "stratified": stratified}, split.sha256, idx)
+
+
+def explicit_ids(split: Split, ids) -> ForgetSet:
+    """The training-pool sample ids a user names (e.g. from a deletion request); each must be in the split's train."""
+    ids = np.asarray(list(ids), dtype=np.int64)
+    position = {int(v): i for i, v in enumerate(split.train)}
+    unknown = [int(i) for i in ids if int(i) not in position]
+    if unknown:
+        raise MumisError(f"sample ids {unknown[:10]} are not in this split's training set; a model cannot forget data it never saw.")
+    idx = _nonempty(np.unique([position[int(i)] for i in ids]), "no ids were given")
+    return ForgetSet("ids", {"count": len(idx)}, split.sha256, idx)

@@ -1,0 +1,111 @@
+"""Checkpoints: weights in safetensors (no pickle), everything else in a JSON sidecar, loading strict.
+
+``model.safetensors`` + ``model.json``. The sidecar names the architecture, classes, dataset, split and
+forget-set hashes, recipe, accuracies and wall time, so a checkpoint rebuilds its own model and refuses a
+split it was not trained on.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mumis.data import Split, atomic_write_text
+from mumis.errors import MumisError
+from mumis.models import create_model
+
+
+@dataclass
+class CheckpointMeta:
+    architecture: str
+    num_classes: int
+    in_channels: int
+    dataset: str
+    classes: list[str]
+    split_sha256: str
+    role: str  # "original", "retrain" or "unlearned"
+    seed: int = 0
+    forget_sha256: Optional[str] = None  # the forget set a retrain excluded or an unlearning removed
+    recipe: dict = field(default_factory=dict)
+    method: Optional[dict] = None  # for unlearned models: name, config, stop reason
+    accuracies: dict = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    def check_split(self, split: Split) -> None:
+        if self.split_sha256 != split.sha256:
+            raise MumisError(
+                f"the checkpoint was trained on split {self.split_sha256[:12]}…, but the split given is "
+                f"{split.sha256[:12]}…; evaluating or unlearning it on other samples would be meaningless. "
+                "Pass the split file the checkpoint was trained with."
+            )
+
+
+def sidecar_path(path: str | Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, meta: CheckpointMeta) -> Path:
+    """Write weights and sidecar atomically (temporary files, then rename)."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise MumisError(f"checkpoint paths end in .safetensors, got {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata={"mumis_sidecar": sidecar_path(path).name})
+        atomic_write_text(sidecar_path(path), json.dumps(asdict(meta), indent=2))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_meta(path: str | Path) -> CheckpointMeta:
+    side = sidecar_path(path)
+    if not Path(path).is_file():
+        raise MumisError(f"checkpoint {path} does not exist")
+    if not side.is_file():
+        raise MumisError(f"checkpoint {path} has no sidecar {side}; mumis checkpoints are written by `mumis train`.")
+    try:
+        return CheckpointMeta(**json.loads(side.read_text()))
+    except (json.JSONDecodeError, TypeError) as err:
+        raise MumisError(f"{side} is not a mumis checkpoint sidecar ({err})") from None
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Strictly load safetensors weights into ``model``: missing, unexpected or mis-shaped tensors are errors."""
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise MumisError(f"{path} is not a readable safetensors file ({err})") from None
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
+    if missing or unexpected or shapes:
+        details = "; ".join(
+            f"{label}: {', '.join(keys[:5])}{' …' if len(keys) > 5 else ''}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if keys
+        )
+        raise MumisError(f"{path} does not match the model ({details}). Use the architecture it was saved from.")
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, CheckpointMeta]:
+    """Rebuild the architecture named in the sidecar and load the weights strictly."""
+    meta = read_meta(path)
+    model = create_model(meta.architecture, meta.num_classes, meta.in_channels)
+    load_weights(model, path)
+    return model.eval(), meta
