@@ -2,10 +2,13 @@
 from mumis.data import sources as _sources  # noqa: F401  (registers the loaders)
 from mumis.data.dataset import DatasetBundle, ImageDataset, iter_batches
 from mumis.data.registry import list_datasets, load_dataset, register_dataset
+from mumis.data.task import TaskData, build_task
 from mumis.data.splits import (
     ForgetSet,
     Split,
+    FORGET_REQUESTS,
     atomic_write_text,
+    build_forget_set,
     explicit_ids,
     full_class,
     make_split,
@@ -15,5 +18,5 @@ from mumis.data.splits import (
 
 __all__ = [
     "DatasetBundle", "ImageDataset", "iter_batches", "list_datasets", "load_dataset", "register_dataset",
-    "ForgetSet", "Split", "atomic_write_text", "explicit_ids", "full_class", "make_split", "random_fraction", "sub_class",
+    "ForgetSet", "Split", "TaskData", "build_task", "FORGET_REQUESTS", "atomic_write_text", "build_forget_set", "explicit_ids", "full_class", "make_split", "random_fraction", "sub_class",
 ]

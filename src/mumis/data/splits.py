@@ -223,3 +223,17 @@ def explicit_ids(split: Split, ids) -> ForgetSet:
         raise MumisError(f"sample ids {unknown[:10]} are not in this split's training set; a model cannot forget data it never saw.")
     idx = _nonempty(np.unique([position[int(i)] for i in ids]), "no ids were given")
     return ForgetSet("ids", {"count": len(idx)}, split.sha256, idx)
+
+
+FORGET_REQUESTS = ("full_class", "sub_class", "random")
+
+
+def build_forget_set(request: str, train: ImageDataset, split: Split, value: float, seed: int = 0) -> ForgetSet:
+    """One entry point for the request kinds: ``value`` is the class, the fine class, or the fraction."""
+    if request == "full_class":
+        return full_class(train, split, int(value))
+    if request == "sub_class":
+        return sub_class(train, split, int(value))
+    if request == "random":
+        return random_fraction(train, split, float(value), seed=seed)
+    raise MumisError(f"unknown forget request {request!r}; choose one of: {', '.join(FORGET_REQUESTS)}")

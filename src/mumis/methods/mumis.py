@@ -42,7 +42,7 @@ def mumis_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, other: torch.
 
 @dataclass(frozen=True)
 class MuMisConfig:
-    lr: float = 2e-3  # SGD step size. Chosen on the mnist5k demo (small CNN); the paper tunes it per task
+    lr: float = 1e-3  # SGD step size. Chosen on the mnist5k demo (small CNN); the paper tunes it per task
     batch_size: int = 64  # mini-batches over D_f (the paper does not say; full batch is batch_size ≥ |D_f|)
     momentum: float = 0.0  # plain SGD: the paper names no optimiser beyond gradient descent
     delta: float = 0.9  # stop once the irrelevant sensitivity is back above δ·S_0 after a dip (Fig. 4)

@@ -1,0 +1,112 @@
+"""One experiment, end to end: data → split → forget set → original and retrain → each method → metrics."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from rich.console import Console
+
+from mumis.bench.plots import plot_trace
+from mumis.bench.references import default_cache_dir, trained_reference
+from mumis.bench.results import ResultRow, config_hash, git_sha, write_json, write_rows
+from mumis.data import Split, TaskData, build_forget_set, build_task, load_dataset, make_split
+from mumis.methods import get_method, grant, run_method
+from mumis.metrics import avg_gap, evaluate
+from mumis.runtime import peak_memory_mb, seed_everything, stopwatch, versions
+from mumis.training import CheckpointMeta, TrainRecipe, save_checkpoint
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    dataset: str = "mnist5k"
+    model: str = "small_cnn"
+    task: str = "full_class"  # full_class | sub_class | random
+    target: float = 3  # the class, the fine class, or the forget fraction
+    seed: int = 0  # split hold-out, model init, data order and the method's draws
+    recipe: TrainRecipe = field(default_factory=TrainRecipe)
+    methods: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = (("mumis", ()),)  # (name, options)
+    data_dir: Optional[str] = None
+    holdout_fraction: float = 0.2  # test share for datasets without an official test set
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def persisted_split(cfg: ExperimentConfig, bundle, cache_dir: Path) -> Split:
+    """The split for (dataset, seed), made on first use and read back from its index file ever after."""
+    path = cache_dir / "splits" / f"{cfg.dataset}-seed{cfg.seed}-{bundle.fingerprint()[:12]}.json"
+    if path.is_file():
+        return Split.load(path)
+    split = make_split(bundle, cfg.seed, cfg.holdout_fraction)
+    split.save(path)
+    return split
+
+
+def _row(name: str, cfg: ExperimentConfig, task: TaskData, metrics: dict, wall_s: float, **extra) -> ResultRow:
+    return ResultRow(
+        method=name, task=cfg.task, dataset=cfg.dataset, model=cfg.model, seed=cfg.seed,
+        fa=metrics["fa"], ra=metrics["ra"], ta=metrics["ta"], mia=metrics["mia"], avg_gap=math.nan,
+        forgotten_test_acc=metrics["forgotten_test_acc"], wall_s=wall_s, split_hash=task.split.sha256,
+        forget_hash=task.forget_set.sha256, peak_mem_mb=peak_memory_mb(), git_sha=git_sha(), versions=versions(),
+        **extra,
+    )
+
+
+def run_experiment(
+    cfg: ExperimentConfig, out_dir: str | Path, cache_dir: str | Path | None = None,
+    show_progress: bool = True, console: Console | None = None,
+) -> list[ResultRow]:
+    """Run every method of ``cfg`` against the retrain reference; write rows, checkpoints and trace plots to ``out_dir``."""
+    console = console or Console()
+    out_dir, cache_dir = Path(out_dir), Path(cache_dir) if cache_dir else default_cache_dir()
+    bundle = load_dataset(cfg.dataset, cfg.data_dir)
+    split = persisted_split(cfg, bundle, cache_dir)
+    train, _ = split.materialise(bundle)
+    forget_set = build_forget_set(cfg.task, train, split, cfg.target, seed=cfg.seed)
+    split.save(out_dir / "split.json")
+    forget_set.save(out_dir / "forget.json")
+    task = build_task(bundle, split, forget_set)
+    console.print(f"[bold]{cfg.dataset}[/] {cfg.task}={cfg.target}: |D_f|={len(task.forget)}  |D_r|={len(task.retain)}  "
+                  f"|D_t|={len(task.test)}  split {split.sha256[:12]}  forget {forget_set.sha256[:12]}")
+
+    base_hash = config_hash({k: v for k, v in cfg.to_dict().items() if k != "methods"})
+    rows = []
+    original, original_meta, _ = trained_reference("original", train, cfg.model, split, cfg.recipe, cfg.seed, cache_dir,
+                                                   show_progress=show_progress)
+    rows.append(_row("original", cfg, task, evaluate(original, task), original_meta.wall_s, config_hash=base_hash))
+    retrain, retrain_meta, _ = trained_reference("retrain", task.retain, cfg.model, split, cfg.recipe, cfg.seed, cache_dir,
+                                                 forget_sha=forget_set.sha256, show_progress=show_progress)
+    rows.insert(0, _row("retrain", cfg, task, evaluate(retrain, task), retrain_meta.wall_s, config_hash=base_hash))
+
+    for name, options in cfg.methods:
+        method = get_method(name, **dict(options), **({} if show_progress else {"show_progress": False}))
+        # Only the roles the method declares are offered; a retain-free method never sees D_r.
+        offered = {"forget": task.forget, "retain": task.retain}
+        data = grant(method, **{role: offered[role.value] for role in method.needs})
+        seed_everything(cfg.seed)
+        with stopwatch() as sw:
+            result = run_method(method, original, data, task.num_classes)
+        metrics = evaluate(result.model, task)
+        rows.append(_row(name, cfg, task, metrics, sw.seconds, steps=result.steps, stop_reason=result.stop_reason,
+                         config_hash=config_hash({"base": base_hash, "method": name, "options": method.config_dict()}),
+                         extra={"data_read": sorted(data.reads), **result.info}))
+        meta = CheckpointMeta(
+            architecture=cfg.model, num_classes=task.num_classes, in_channels=task.forget.in_channels,
+            dataset=cfg.dataset, classes=list(task.forget.classes), split_sha256=split.sha256, role="unlearned",
+            seed=cfg.seed, forget_sha256=forget_set.sha256, recipe=cfg.recipe.to_dict(),
+            method={"name": name, "config": method.config_dict(), "stop_reason": result.stop_reason, "steps": result.steps},
+            accuracies={k: metrics[k] for k in ("fa", "ra", "ta")}, wall_s=sw.seconds,
+        )
+        save_checkpoint(out_dir / f"{name}.safetensors", result.model, meta)
+        if result.trace:
+            write_json(result.trace, out_dir / f"trace-{name}.json")
+            plot_trace(result.trace, result.stop_reason, out_dir / f"trace-{name}.png",
+                       delta=getattr(method.config, "delta", None), title=f"{name} on {cfg.dataset} ({cfg.task}={cfg.target})")
+
+    reference = rows[0]
+    for r in rows:
+        r.avg_gap = avg_gap(asdict(r), asdict(reference))
+    write_rows(rows, out_dir / "results.json")
+    return rows

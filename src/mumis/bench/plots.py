@@ -1,0 +1,36 @@
+"""Figures a person would rather look at than a table."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_trace(trace: list[dict], stop_reason: str, path: str | Path, delta: float | None = None, title: str = "") -> Path:
+    """MU-Mis's Fig. 4: forget accuracy, loss, and target/irrelevant sensitivity per step, stop point marked."""
+    steps = [r["step"] for r in trace]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot(steps, [r["forget_acc"] for r in trace], "o-", color="tab:red")
+    axes[0].set(title="forget accuracy (%)", xlabel="step", ylim=(-2, 102))
+    axes[1].plot(steps, [r["loss"] for r in trace], "o-", color="tab:purple")
+    axes[1].axhline(0, color="grey", lw=0.6)
+    axes[1].set(title="MU-Mis loss  mean(‖∇f_c‖² − ‖∇f_c'‖²)", xlabel="step")
+    axes[2].plot(steps, [r["target"] for r in trace], "o-", label="target ‖∇x f_c‖")
+    axes[2].plot(steps, [r["irrelevant"] for r in trace], "o-", label="irrelevant ‖∇x f_c'‖")
+    if delta is not None:
+        axes[2].axhline(delta * trace[0]["irrelevant"], ls="--", color="tab:orange", lw=1, label=f"δ·S0 (δ={delta})")
+    axes[2].set(title="input sensitivity on D_f", xlabel="step")
+    axes[2].legend(fontsize=8)
+    for ax in axes:
+        ax.axvline(steps[-1], color="black", ls=":", lw=1)
+    axes[0].annotate(f"stop: {stop_reason}", (steps[-1], 95), ha="right", fontsize=9)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

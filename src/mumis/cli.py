@@ -1,0 +1,253 @@
+"""The ``mumis`` command line: split, train, forget, eval, demo. Thin: every command calls the library."""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from functools import wraps
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from mumis.bench import ExperimentConfig, print_table, run_experiment
+from mumis.bench.plots import plot_trace
+from mumis.bench.results import write_json
+from mumis.data import ForgetSet, Split, build_forget_set, build_task, explicit_ids, list_datasets, load_dataset, make_split
+from mumis.errors import MumisError
+from mumis.methods import get_method, grant, list_methods, run_method
+from mumis.metrics import avg_gap, evaluate
+from mumis.models import list_models
+from mumis.runtime import seed_everything, stopwatch
+from mumis.training import CheckpointMeta, TrainRecipe, fit, load_checkpoint, save_checkpoint
+from mumis.models import create_model
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Machine unlearning without the remaining data.")
+# Wide enough for the result table even when stdout is not a terminal (rich falls back to 80 columns).
+console = Console(width=None if sys.stdout.isatty() else 140)
+err_console = Console(stderr=True)
+
+# Presets for `mumis demo`: the default is the README's main job; `tiny` runs in seconds for tests.
+DEMO_PRESETS = {
+    "default": dict(dataset="mnist5k", model="small_cnn", recipe=TrainRecipe(epochs=12)),
+    "tiny": dict(dataset="digits", model="small_cnn", recipe=TrainRecipe(epochs=3, batch_size=64)),
+}
+
+
+def friendly_errors(fn):
+    """Bad input → one clear red line and exit status 2, never a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except MumisError as err:
+            err_console.print(f"[bold red]error:[/] {err}")
+            raise typer.Exit(2)
+
+    return wrapper
+
+
+def parse_options(method: str, pairs: List[str]) -> dict:
+    """``--option lr=0.002 --option fa_floor=5`` → typed keyword options for the method's Config."""
+    cls = type(get_method(method))
+    hints = typing.get_type_hints(cls.Config)
+    out = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or key not in hints:
+            raise MumisError(f"bad --option {pair!r}: use KEY=VALUE with KEY one of {sorted(hints)}")
+        kind = hints[key]
+        base = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
+        if raw.lower() in ("none", "null") and type(None) in typing.get_args(kind):
+            out[key] = None
+        elif base is bool:
+            out[key] = raw.lower() in ("1", "true", "yes", "on")
+        else:
+            try:
+                out[key] = base(raw)
+            except ValueError:
+                raise MumisError(f"bad --option {pair!r}: {key} takes a {base.__name__}") from None
+    return out
+
+
+@app.command("list")
+def list_cmd():
+    """List the registered datasets, models and methods."""
+    console.print(f"datasets: {', '.join(list_datasets())}")
+    console.print(f"models:   {', '.join(list_models())}")
+    methods = [f"{m} ({'retain-free' if get_method(m).retain_free else 'uses retain data'})" for m in list_methods()]
+    console.print(f"methods:  {', '.join(methods)}")
+
+
+@app.command()
+@friendly_errors
+def split(
+    dataset: str = typer.Argument(..., help="a registered dataset name (see `mumis list`)"),
+    out: Path = typer.Option(..., help="folder for split.json and forget.json"),
+    seed: int = typer.Option(0, help="seed of the hold-out and of random forget sets"),
+    forget_class: Optional[int] = typer.Option(None, help="full-class request: this class"),
+    forget_subclass: Optional[int] = typer.Option(None, help="sub-class request: this fine class (cifar20)"),
+    forget_random: Optional[float] = typer.Option(None, help="random request: this fraction of the training set"),
+    forget_ids: Optional[Path] = typer.Option(None, help="explicit request: a text file of training-pool ids, one per line"),
+    data_dir: Optional[Path] = typer.Option(None, help="where user-supplied dataset files live"),
+):
+    """Make and persist a train/test split (and optionally a forget set) with their SHA-256."""
+    bundle = load_dataset(dataset, data_dir)
+    sp = make_split(bundle, seed)
+    sp.save(out / "split.json")
+    console.print(f"split {sp.sha256[:12]}…: {len(sp.train)} train, {len(sp.test)} test ({sp.test_from}) → {out / 'split.json'}")
+    requests = [(k, v) for k, v in (("full_class", forget_class), ("sub_class", forget_subclass), ("random", forget_random)) if v is not None]
+    if forget_ids is not None:
+        if not forget_ids.is_file():
+            raise MumisError(f"--forget-ids file {forget_ids} does not exist")
+        ids = [int(t) for t in forget_ids.read_text().split()]
+        fs = explicit_ids(sp, ids)
+    elif len(requests) > 1:
+        raise MumisError("give one forget request: --forget-class, --forget-subclass, --forget-random or --forget-ids")
+    elif requests:
+        train, _ = sp.materialise(bundle)
+        fs = build_forget_set(requests[0][0], train, sp, requests[0][1], seed=seed)
+    else:
+        return
+    fs.save(out / "forget.json")
+    console.print(f"forget set {fs.sha256[:12]}…: {len(fs.indices)} samples ({fs.request}) → {out / 'forget.json'}")
+
+
+@app.command()
+@friendly_errors
+def train(
+    split_file: Path = typer.Option(..., "--split", help="split.json from `mumis split`"),
+    out: Path = typer.Option(..., help="checkpoint to write (.safetensors; a .json sidecar goes beside it)"),
+    model: str = typer.Option("small_cnn", help="a registered architecture"),
+    forget_file: Optional[Path] = typer.Option(None, "--forget", help="train the retrain reference: everything but this forget set"),
+    epochs: int = typer.Option(12), batch_size: int = typer.Option(128), lr: float = typer.Option(0.05),
+    seed: int = typer.Option(0),
+    data_dir: Optional[Path] = typer.Option(None),
+):
+    """Train an original model (or, with --forget, the retrain reference) through the one training loop."""
+    sp = Split.load(split_file)
+    bundle = load_dataset(sp.dataset, data_dir)
+    train_set, _ = sp.materialise(bundle)
+    forget_sha, role = None, "original"
+    if forget_file is not None:
+        fs = ForgetSet.load(forget_file)
+        fs.check_split(sp)
+        _, train_set = fs.partition(train_set)
+        forget_sha, role = fs.sha256, "retrain"
+    recipe = TrainRecipe(epochs=epochs, batch_size=batch_size, lr=lr)
+    seed_everything(seed)
+    net = create_model(model, train_set.num_classes, train_set.in_channels)
+    report = fit(net, train_set, recipe, seed=seed, description=f"{role} ({model})")
+    meta = CheckpointMeta(architecture=model, num_classes=train_set.num_classes, in_channels=train_set.in_channels,
+                          dataset=sp.dataset, classes=list(train_set.classes), split_sha256=sp.sha256, role=role,
+                          seed=seed, forget_sha256=forget_sha, recipe=recipe.to_dict(), wall_s=report.wall_s)
+    save_checkpoint(out, net, meta)
+    console.print(f"{role} model → {out} ({report.wall_s:.1f} s)")
+
+
+def _load_task(checkpoint: Path, split_file: Path, forget_file: Path, data_dir: Optional[Path]):
+    sp = Split.load(split_file)
+    fs = ForgetSet.load(forget_file)
+    model, meta = load_checkpoint(checkpoint)
+    meta.check_split(sp)
+    task = build_task(load_dataset(sp.dataset, data_dir), sp, fs)
+    if meta.num_classes != task.num_classes:
+        raise MumisError(f"{checkpoint} has {meta.num_classes} classes but {sp.dataset} has {task.num_classes}")
+    return model, meta, task
+
+
+@app.command()
+@friendly_errors
+def forget(
+    checkpoint: Path = typer.Argument(..., help="the trained model (.safetensors from `mumis train`); never modified"),
+    split_file: Path = typer.Option(..., "--split"),
+    forget_file: Path = typer.Option(..., "--forget"),
+    out: Path = typer.Option(..., help="where the unlearned checkpoint goes (must differ from CHECKPOINT)"),
+    method: str = typer.Option("mumis", help="a registered method (see `mumis list`)"),
+    option: List[str] = typer.Option([], help="method option KEY=VALUE, repeatable (e.g. lr=0.002)"),
+    trace: bool = typer.Option(False, help="save the stop trace as JSON and a PNG plot beside --out"),
+    data_dir: Optional[Path] = typer.Option(None),
+):
+    """Unlearn a forget set from a checkpoint. Retain-free methods read only the forget set."""
+    if out.resolve() == checkpoint.resolve():
+        raise MumisError("--out must differ from the input checkpoint: mumis never overwrites the original model")
+    model, meta, task = _load_task(checkpoint, split_file, forget_file, data_dir)
+    unlearner = get_method(method, **parse_options(method, option))
+    offered = {"forget": task.forget, "retain": task.retain}
+    data = grant(unlearner, **{role.value: offered.get(role.value) for role in unlearner.needs})
+    seed_everything(meta.seed)
+    with stopwatch() as sw:
+        result = run_method(unlearner, model, data, task.num_classes)
+    metrics = evaluate(result.model, task)
+    new_meta = dataclasses.replace(
+        meta, role="unlearned", forget_sha256=task.forget_set.sha256, wall_s=sw.seconds,
+        method={"name": method, "config": unlearner.config_dict(), "stop_reason": result.stop_reason, "steps": result.steps},
+        accuracies={k: metrics[k] for k in ("fa", "ra", "ta")},
+    )
+    save_checkpoint(out, result.model, new_meta)
+    console.print(f"{method}: stopped after {result.steps} steps ({result.stop_reason}) in {sw.seconds:.2f} s; "
+                  f"read {sorted(data.reads)} data → {out}")
+    console.print("  ".join(f"{k.upper()} {v:.2f}" for k, v in metrics.items()))
+    if trace and result.trace:
+        write_json(result.trace, out.with_suffix(".trace.json"))
+        png = plot_trace(result.trace, result.stop_reason, out.with_suffix(".trace.png"),
+                         delta=getattr(unlearner.config, "delta", None), title=f"{method}: {checkpoint.name}")
+        console.print(f"trace → {png}")
+
+
+@app.command("eval")
+@friendly_errors
+def eval_cmd(
+    checkpoints: List[Path] = typer.Argument(..., help="one or more checkpoints trained on the same split"),
+    split_file: Path = typer.Option(..., "--split"),
+    forget_file: Path = typer.Option(..., "--forget"),
+    reference: Optional[Path] = typer.Option(None, help="the retrain checkpoint: adds the Avg. Gap column"),
+    data_dir: Optional[Path] = typer.Option(None),
+):
+    """FA, RA, TA, MIA (and Avg. Gap against --reference) for checkpoints on one split and forget set."""
+    from mumis.bench.results import ResultRow
+
+    rows, ref = [], None
+    for path in ([reference] if reference else []) + list(checkpoints):
+        model, meta, task = _load_task(path, split_file, forget_file, data_dir)
+        m = evaluate(model, task)
+        ref = ref or (m if reference else None)
+        rows.append(ResultRow(method=path.stem, task=task.forget_set.request, dataset=meta.dataset, model=meta.architecture,
+                              seed=meta.seed, fa=m["fa"], ra=m["ra"], ta=m["ta"], mia=m["mia"],
+                              avg_gap=avg_gap(m, ref) if ref else float("nan"), wall_s=meta.wall_s,
+                              forgotten_test_acc=m["forgotten_test_acc"]))
+    print_table(rows, console)
+
+
+@app.command()
+@friendly_errors
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="folder for results.json, checkpoints and the trace plot"),
+    preset: str = typer.Option("default", help="default (mnist5k, ~1 min) or tiny (digits, seconds)"),
+    forget_class: int = typer.Option(3, help="the class the deletion request names"),
+    seed: int = typer.Option(0),
+    cache_dir: Optional[Path] = typer.Option(None, help="where original/retrain models are cached (default ~/.cache/mumis)"),
+    progress: bool = typer.Option(True, help="show progress bars"),
+):
+    """Train an original model and the retrain reference, run MU-Mis, print Original / Retrain / MU-Mis."""
+    if preset not in DEMO_PRESETS:
+        raise MumisError(f"unknown preset {preset!r}; choose one of: {', '.join(DEMO_PRESETS)}")
+    cfg = ExperimentConfig(task="full_class", target=forget_class, seed=seed, **DEMO_PRESETS[preset])
+    with stopwatch() as sw:
+        rows = run_experiment(cfg, out, cache_dir, show_progress=progress, console=console)
+    print_table(rows, console, title=f"Full-class forgetting of class {forget_class} on {cfg.dataset} ({cfg.model}, seed {seed})")
+    mumis_row = next(r for r in rows if r.method == "mumis")
+    retrain_row = rows[0]
+    console.print(
+        f"MU-Mis read only {mumis_row.extra['data_read']} data; stop: {mumis_row.stop_reason} after {mumis_row.steps} steps; "
+        f"time {mumis_row.wall_s:.2f} s = {100 * mumis_row.wall_s / retrain_row.wall_s:.1f} % of the retrain's {retrain_row.wall_s:.1f} s.\n"
+        f"Before unlearning: target sensitivity {mumis_row.extra['target_sensitivity_0']:.3f}, irrelevant "
+        f"{mumis_row.extra['irrelevant_sensitivity_0']:.3f} (the stop rule assumes target > irrelevant).\n"
+        f"Rows → {out / 'results.json'}; trace plot → {out / 'trace-mumis.png'}  (total {sw.seconds:.0f} s)"
+    )
+
+
+def main():  # pragma: no cover
+    sys.exit(app())
