@@ -12,9 +12,11 @@ from mumis.bench.plots import plot_trace
 from mumis.bench.references import default_cache_dir, trained_reference
 from mumis.bench.results import ResultRow, config_hash, git_sha, write_json, write_rows
 from mumis.data import Split, TaskData, build_forget_set, build_task, load_dataset, make_split
-from mumis.methods import get_method, grant, run_method
+from torch import nn
+
+from mumis.methods import DataRole, GrantedData, MethodResult, UnlearningMethod, get_method, grant, run_method
 from mumis.metrics import avg_gap, evaluate
-from mumis.runtime import peak_memory_mb, seed_everything, stopwatch, versions
+from mumis.runtime import Stopwatch, peak_memory_mb, seed_everything, stopwatch, versions
 from mumis.training import CheckpointMeta, TrainRecipe, save_checkpoint
 
 
@@ -54,6 +56,16 @@ def _row(name: str, cfg: ExperimentConfig, task: TaskData, metrics: dict, wall_s
     )
 
 
+def apply_method(method: UnlearningMethod, model: nn.Module, task: TaskData) -> tuple[MethodResult, GrantedData, Stopwatch]:
+    """Run ``method`` on ``task``: the task offers every role it has, the framework grants only the declared ones,
+    so a retain-free method never holds a reference to D_r. Returns (result, granted data with its read log, timer)."""
+    offered = {DataRole.FORGET: task.forget, DataRole.RETAIN: task.retain}
+    data = grant(method, **{role.value: offered.get(role) for role in method.needs})
+    with stopwatch() as sw:
+        result = run_method(method, model, data, task.num_classes)
+    return result, data, sw
+
+
 def run_experiment(
     cfg: ExperimentConfig, out_dir: str | Path, cache_dir: str | Path | None = None,
     show_progress: bool = True, console: Console | None = None,
@@ -82,12 +94,8 @@ def run_experiment(
 
     for name, options in cfg.methods:
         method = get_method(name, **dict(options), **({} if show_progress else {"show_progress": False}))
-        # Only the roles the method declares are offered; a retain-free method never sees D_r.
-        offered = {"forget": task.forget, "retain": task.retain}
-        data = grant(method, **{role: offered[role.value] for role in method.needs})
         seed_everything(cfg.seed)
-        with stopwatch() as sw:
-            result = run_method(method, original, data, task.num_classes)
+        result, data, sw = apply_method(method, original, task)
         metrics = evaluate(result.model, task)
         rows.append(_row(name, cfg, task, metrics, sw.seconds, steps=result.steps, stop_reason=result.stop_reason,
                          config_hash=config_hash({"base": base_hash, "method": name, "options": method.config_dict()}),

@@ -1,0 +1,165 @@
+import copy
+import dataclasses
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from mumis.bench.experiment import apply_method
+from mumis.data import ImageDataset
+from mumis.methods import DataAccessError, DipRecoverRule, get_method, grant, mumis_loss, run_method
+from mumis.metrics import accuracy
+from mumis.models import create_model
+
+
+def _naive_loss(model, x, y, other):
+    """Per-sample autograd, one sample at a time: the definition, with no batching trick."""
+    terms = []
+    for i in range(len(x)):
+        xi = x[i : i + 1].clone().requires_grad_(True)
+        out = model(xi)[0]
+        (gc,) = torch.autograd.grad(out[y[i]], xi, create_graph=True)
+        (go,) = torch.autograd.grad(out[other[i]], xi, create_graph=True)
+        terms.append(gc.pow(2).sum() - go.pow(2).sum())
+    return torch.stack(terms).mean()
+
+
+@pytest.mark.parametrize("arch", ["small_cnn", "resnet_small"])
+def test_loss_and_weight_gradient_match_per_sample_autograd(arch):
+    torch.manual_seed(0)
+    model = create_model(arch, 5, 1).double()
+    for m in model.modules():  # give BatchNorm non-trivial statistics, then freeze it as MU-Mis does
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+    model.eval()
+    x = torch.randn(6, 1, 12, 12, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 3, 4, 0])
+    other = torch.tensor([1, 2, 3, 4, 0, 3])
+    fast, target_sq, other_sq = mumis_loss(model, x, y, other)
+    slow = _naive_loss(model, x, y, other)
+    assert torch.allclose(fast, slow, rtol=1e-10, atol=1e-12)
+    params = list(model.parameters())
+    # The last layer's bias does not move input gradients, so it gets no gradient from either form.
+    g_fast = torch.autograd.grad(fast, params, allow_unused=True)
+    g_slow = torch.autograd.grad(slow, params, allow_unused=True)
+    for a, b in zip(g_fast, g_slow):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.allclose(a, b, rtol=1e-8, atol=1e-12)
+    assert (target_sq >= 0).all() and (other_sq >= 0).all()
+
+
+def test_batchnorm_in_train_mode_is_refused():
+    model = create_model("small_cnn", 3, 1).train()
+    with pytest.raises(RuntimeError, match="eval mode"):
+        mumis_loss(model, torch.randn(2, 1, 8, 8), torch.tensor([0, 1]), torch.tensor([1, 2]))
+
+
+# ----------------------------------------------------------------------------- the stop rule
+def _first_fire(values, delta=0.9):
+    rule = DipRecoverRule(delta)
+    for i, v in enumerate(values):
+        if rule.update(v):
+            return i
+    return None
+
+
+def test_rule_fires_after_dip_and_recovery():
+    assert _first_fire([1.0, 0.8, 0.6, 0.7, 0.85, 0.95, 1.1]) == 5
+
+
+def test_rule_never_fires_without_a_dip():
+    assert _first_fire([1.0, 1.05, 1.2, 1.5, 3.0]) is None  # rises from the first step
+    assert _first_fire([1.0, 1.0, 1.0]) is None
+
+
+def test_rule_does_not_fire_at_step_zero_or_while_falling():
+    assert _first_fire([1.0]) is None
+    assert _first_fire([1.0, 0.9, 0.8, 0.7]) is None
+
+
+def test_rule_ignores_a_shallow_dip():
+    # a 2 % dip and a noisy uptick is not the paper's dip-and-recovery: it must reach below δ·S0 first
+    assert _first_fire([1.0, 0.99, 0.98, 0.985, 1.0, 1.2]) is None
+    assert _first_fire([1.0, 0.99, 0.98, 0.985, 1.0, 1.2], delta=1.1) == 5
+
+
+def test_rule_waits_for_delta():
+    assert _first_fire([1.0, 0.5, 0.6, 0.7, 0.8]) is None  # rising but still below 0.9·S0
+    assert _first_fire([1.0, 0.5, 0.6, 0.7, 0.8], delta=0.75) == 4
+
+
+# ----------------------------------------------------------------------------- behaviour on real data
+def _run(model, task, **options):
+    method = get_method("mumis", show_progress=False, **options)
+    return run_method(method, model, grant(method, forget=task.forget), task.num_classes)
+
+
+def test_mumis_forgets_a_class_on_digits_and_keeps_the_rest(digits_model, digits_task):
+    before = {k: accuracy(digits_model, getattr(digits_task, k)) for k in ("forget", "retain", "test")}
+    result = _run(digits_model, digits_task, fa_floor=20.0)
+    after = {k: accuracy(result.model, getattr(digits_task, k)) for k in ("forget", "retain", "test")}
+    assert before["forget"] > 90
+    assert after["forget"] <= 20, (before, after, result.stop_reason)
+    assert after["retain"] >= before["retain"] - 15 and after["test"] >= before["test"] - 15
+    assert result.trace[0]["step"] == 0 and result.trace[0]["forget_acc"] == pytest.approx(before["forget"])
+    assert {"target", "irrelevant", "loss", "forget_acc"} <= set(result.trace[-1])
+    assert result.stop_reason in {"dip_recover", "fa_floor"}
+
+
+def test_mumis_never_mutates_the_callers_model(digits_model, digits_task):
+    state = copy.deepcopy(digits_model.state_dict())
+    _run(digits_model, digits_task, max_steps=3)
+    for k, v in digits_model.state_dict().items():
+        assert torch.equal(v, state[k])
+
+
+def test_max_steps_cap_is_respected(digits_model, digits_task):
+    result = _run(digits_model, digits_task, max_steps=4, check_every=1, delta=0.0)
+    assert result.steps <= 4
+    assert result.stop_reason in {"max_steps", "dip_recover"}
+    capped = _run(digits_model, digits_task, max_steps=2, check_every=1, delta=5.0)
+    assert capped.steps == 2 and capped.stop_reason == "max_steps"
+
+
+def test_divergence_returns_last_good_weights(digits_model, digits_task):
+    result = _run(digits_model, digits_task, lr=50.0, check_every=1, max_steps=200)
+    assert result.stop_reason == "diverged"
+    assert all(math.isfinite(p.abs().max().item()) for p in result.model.parameters())
+    restored = result.info["restored_step"]
+    assert restored == result.trace[-1]["step"]
+    assert result.steps >= restored
+
+
+# ----------------------------------------------------------------------------- the retain-free guarantee
+class _Tripwire(ImageDataset):
+    """A retain set that fails the test on any read of its samples."""
+
+    def batch(self, index):
+        raise AssertionError("retain data was read")
+
+    def subset(self, index):
+        raise AssertionError("retain data was read")
+
+
+def test_mumis_cannot_be_given_retain_data(digits_task):
+    method = get_method("mumis")
+    with pytest.raises(DataAccessError, match="remaining-data-free"):
+        grant(method, forget=digits_task.forget, retain=digits_task.retain)
+    data = grant(method, forget=digits_task.forget)
+    with pytest.raises(DataAccessError, match="not granted 'retain'"):
+        data.retain  # noqa: B018 — asking is already an error
+
+
+def test_mumis_never_reads_retain_data(digits_model, digits_task):
+    """The task passed to the framework holds a retain set that explodes on any read; MU-Mis runs anyway."""
+    r = digits_task.retain
+    task = dataclasses.replace(digits_task, retain=_Tripwire(r.images, r.labels, r.classes, r.mean, r.std))
+    with pytest.raises(AssertionError, match="retain data was read"):
+        task.retain.batch(torch.arange(2))  # the tripwire works
+    method = get_method("mumis", show_progress=False, max_steps=6, check_every=2)
+    result, data, _ = apply_method(method, digits_model, task)
+    assert data.reads == {"forget"} and data.roles == {"forget"}
+    assert result.steps > 0
