@@ -97,23 +97,23 @@ def split(
     """Make and persist a train/test split (and optionally a forget set) with their SHA-256."""
     bundle = load_dataset(dataset, data_dir)
     sp = make_split(bundle, seed)
-    sp.save(out / "split.json")
-    console.print(f"split {sp.sha256[:12]}…: {len(sp.train)} train, {len(sp.test)} test ({sp.test_from}) → {out / 'split.json'}")
     requests = [(k, v) for k, v in (("full_class", forget_class), ("sub_class", forget_subclass), ("random", forget_random)) if v is not None]
+    if len(requests) + (forget_ids is not None) > 1:
+        raise MumisError("give one forget request: --forget-class, --forget-subclass, --forget-random or --forget-ids")
+    fs = None
     if forget_ids is not None:
         if not forget_ids.is_file():
             raise MumisError(f"--forget-ids file {forget_ids} does not exist")
-        ids = [int(t) for t in forget_ids.read_text().split()]
-        fs = explicit_ids(sp, ids)
-    elif len(requests) > 1:
-        raise MumisError("give one forget request: --forget-class, --forget-subclass, --forget-random or --forget-ids")
+        fs = explicit_ids(sp, [int(t) for t in forget_ids.read_text().split()])
     elif requests:
-        train, _ = sp.materialise(bundle)
-        fs = build_forget_set(requests[0][0], train, sp, requests[0][1], seed=seed)
-    else:
-        return
-    fs.save(out / "forget.json")
-    console.print(f"forget set {fs.sha256[:12]}…: {len(fs.indices)} samples ({fs.request}) → {out / 'forget.json'}")
+        train_set, _ = sp.materialise(bundle)
+        fs = build_forget_set(requests[0][0], train_set, sp, requests[0][1], seed=seed)
+    # Everything is validated before the first file is written: a bad request leaves nothing behind.
+    sp.save(out / "split.json")
+    console.print(f"split {sp.sha256[:12]}…: {len(sp.train)} train, {len(sp.test)} test ({sp.test_from}) → {out / 'split.json'}")
+    if fs is not None:
+        fs.save(out / "forget.json")
+        console.print(f"forget set {fs.sha256[:12]}…: {len(fs.indices)} samples ({fs.request}) → {out / 'forget.json'}")
 
 
 @app.command()

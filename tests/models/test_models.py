@@ -1,0 +1,45 @@
+"""Registry-driven: every registered architecture gets the same checks."""
+import pytest
+import torch
+
+from mumis.errors import MumisError
+from mumis.models import create_model, list_models, logit_sensitivity, random_other_classes
+
+SHAPES = {"vgg16_bn": (3, 32), "resnet18": (3, 32), "fast_cifar_net": (3, 32)}
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_forward_backward_and_double_backward(name):
+    channels, size = SHAPES.get(name, (1, 28))
+    torch.manual_seed(0)
+    model = create_model(name, 7, channels).eval()
+    x = torch.randn(2, channels, size, size, requires_grad=True)
+    out = model(x)
+    assert out.shape == (2, 7) and torch.isfinite(out).all()
+    (g,) = torch.autograd.grad(out[:, 0].sum(), x, create_graph=True)
+    g.pow(2).sum().backward()  # MU-Mis needs second-order gradients through every architecture
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_unknown_model_and_bad_class_count():
+    with pytest.raises(MumisError, match="unknown model 'nope'"):
+        create_model("nope", 10)
+    with pytest.raises(MumisError, match="at least 2 classes"):
+        create_model("small_cnn", 1)
+
+
+def test_batched_sensitivity_equals_per_sample():
+    torch.manual_seed(0)
+    model = create_model("small_cnn", 4, 1).eval()
+    x, cls = torch.randn(5, 1, 10, 10), torch.tensor([0, 1, 2, 3, 0])
+    batched = logit_sensitivity(model, x, cls)
+    single = torch.cat([logit_sensitivity(model, x[i : i + 1], cls[i : i + 1]) for i in range(5)])
+    assert torch.allclose(batched, single, rtol=1e-5)
+
+
+def test_random_other_classes_is_uniform_over_the_others():
+    labels = torch.full((30000,), 2)
+    other = random_other_classes(labels, 5, torch.Generator().manual_seed(0))
+    assert (other != 2).all()
+    counts = torch.bincount(other, minlength=5).float() / len(other)
+    assert counts[2] == 0 and torch.allclose(counts[[0, 1, 3, 4]], torch.full((4,), 0.25), atol=0.01)

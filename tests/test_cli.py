@@ -1,0 +1,113 @@
+"""The command line end to end on tiny real data, and its answers to bad input."""
+import hashlib
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from mumis.cli import app
+
+runner = CliRunner()
+ROW_KEYS = {"method", "task", "dataset", "model", "seed", "fa", "ra", "ta", "mia", "avg_gap", "wall_s"}
+
+
+def _run(*args, ok=True):
+    result = runner.invoke(app, [str(a) for a in args])
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """split + forget set + original + retrain checkpoints for digits, made through the CLI."""
+    d = tmp_path_factory.mktemp("cli")
+    _run("split", "digits", "--out", d, "--forget-class", 2)
+    for name, extra in (("original", []), ("retrain", ["--forget", d / "forget.json"])):
+        _run("train", "--split", d / "split.json", "--out", d / f"{name}.safetensors", "--epochs", 3, "--batch-size", 64, *extra)
+    return d
+
+
+def test_demo_tiny_preset(tmp_path):
+    out = tmp_path / "demo"
+    result = _run("demo", "--preset", "tiny", "--out", out, "--cache-dir", tmp_path / "cache", "--no-progress")
+    assert "retrain" in result.output and "mumis" in result.output
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in rows] == ["retrain", "original", "mumis"]
+    for r in rows:
+        assert ROW_KEYS <= set(r)
+        assert r["split_hash"] and r["forget_hash"] and r["config_hash"] and r["versions"]["torch"]
+    retrain, original, mumis = rows
+    assert retrain["avg_gap"] == 0 and retrain["fa"] == 0
+    assert original["fa"] > 90
+    assert mumis["fa"] < original["fa"] and mumis["extra"]["data_read"] == ["forget"]
+    assert (out / "trace-mumis.png").stat().st_size > 10_000
+    # a second run reuses the cached original and retrain models (same recorded training time)
+    _run("demo", "--preset", "tiny", "--out", out, "--cache-dir", tmp_path / "cache", "--no-progress")
+    again = json.loads((out / "results.json").read_text())
+    assert again[0]["wall_s"] == retrain["wall_s"] and again[1]["wall_s"] == original["wall_s"]
+
+
+def test_forget_eval_and_the_original_checkpoint_is_untouched(workdir):
+    ckpt = workdir / "original.safetensors"
+    before = (_sha(ckpt), _sha(ckpt.with_suffix(".json")))
+    out = workdir / "unlearned.safetensors"
+    result = _run("forget", ckpt, "--split", workdir / "split.json", "--forget", workdir / "forget.json",
+                  "--out", out, "--trace", "--option", "max_steps=20", "--option", "fa_floor=10")
+    assert "read ['forget'] data" in result.output
+    assert (_sha(ckpt), _sha(ckpt.with_suffix(".json"))) == before
+    assert out.is_file() and out.with_suffix(".trace.png").is_file()
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["role"] == "unlearned" and meta["method"]["name"] == "mumis"
+    table = _run("eval", ckpt, out, "--split", workdir / "split.json", "--forget", workdir / "forget.json",
+                 "--reference", workdir / "retrain.safetensors").output
+    assert "unlearned" in table and "Avg. Gap" in table
+
+
+def test_forget_refuses_to_overwrite_its_input(workdir):
+    ckpt = workdir / "original.safetensors"
+    result = _run("forget", ckpt, "--split", workdir / "split.json", "--forget", workdir / "forget.json",
+                  "--out", ckpt, ok=False)
+    assert result.exit_code == 2 and "never overwrites" in result.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["split", "nope", "--out", "{d}/x"], "unknown dataset 'nope'"),
+    (["split", "digits", "--out", "{d}/x", "--forget-class", "12"], "out of range"),
+    (["split", "digits", "--out", "{d}/x", "--forget-random", "0.0001"], "forget set is empty"),
+    (["train", "--split", "{d}/split.json", "--out", "{d}/x.safetensors", "--model", "nope"], "unknown model 'nope'"),
+    (["forget", "{d}/original.safetensors", "--split", "{d}/split.json", "--forget", "{d}/forget.json",
+      "--out", "{d}/x.safetensors", "--method", "nope"], "unknown method 'nope'"),
+    (["forget", "{d}/original.safetensors", "--split", "{d}/split.json", "--forget", "{d}/forget.json",
+      "--out", "{d}/x.safetensors", "--option", "learning_rate=1"], "bad --option"),
+])
+def test_bad_input_gives_a_clear_error_and_writes_nothing(workdir, args, message):
+    result = _run(*[a.format(d=workdir) for a in args], ok=False)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not (workdir / "x.safetensors").exists() and not (workdir / "x").exists()
+
+
+def test_split_hash_mismatch_is_refused(workdir):
+    other = workdir / "other"
+    _run("split", "digits", "--out", other, "--seed", 1, "--forget-class", 2)
+    result = _run("forget", workdir / "original.safetensors", "--split", other / "split.json", "--forget",
+                  other / "forget.json", "--out", workdir / "x.safetensors", ok=False)
+    assert result.exit_code == 2 and "trained on split" in result.output
+    result = _run("eval", workdir / "original.safetensors", "--split", workdir / "split.json", "--forget",
+                  other / "forget.json", ok=False)
+    assert result.exit_code == 2 and "forget set was drawn from split" in result.output
+
+
+def test_checkpoint_that_does_not_match_its_model_is_refused(workdir, tmp_path):
+    ckpt = tmp_path / "wrong.safetensors"
+    ckpt.write_bytes((workdir / "original.safetensors").read_bytes())
+    meta = json.loads((workdir / "original.json").read_text())
+    meta["architecture"] = "resnet_small"
+    ckpt.with_suffix(".json").write_text(json.dumps(meta))
+    result = _run("eval", ckpt, "--split", workdir / "split.json", "--forget", workdir / "forget.json", ok=False)
+    assert result.exit_code == 2 and "does not match the model" in result.output
