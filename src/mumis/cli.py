@@ -215,6 +215,7 @@ def eval_cmd(
         rows.append(ResultRow(method=path.stem, task=task.forget_set.request, dataset=meta.dataset, model=meta.architecture,
                               seed=meta.seed, fa=m["fa"], ra=m["ra"], ta=m["ta"], mia=m["mia"],
                               avg_gap=avg_gap(m, ref) if ref else float("nan"), wall_s=meta.wall_s,
+                              avg_gap_no_mia=avg_gap(m, ref, keys=("fa", "ra", "ta")) if ref else float("nan"),
                               forgotten_test_acc=m["forgotten_test_acc"]))
     print_table(rows, console)
 

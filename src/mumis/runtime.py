@@ -42,8 +42,15 @@ def seed_everything(seed: int) -> torch.Generator:
     return generator
 
 
+def reset_peak_memory() -> None:
+    """Start a new peak-memory window (CUDA only: a process's peak resident set size cannot be reset)."""
+    if device().type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
 def peak_memory_mb() -> float:
-    """Peak memory of this process so far: CUDA allocator peak on a GPU, resident set size on the CPU."""
+    """Peak memory since :func:`reset_peak_memory`: the CUDA allocator's peak on a GPU; on the CPU, the
+    process's peak resident set size so far (an upper bound for the phase just measured)."""
     if device().type == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

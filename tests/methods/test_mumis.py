@@ -8,7 +8,8 @@ from torch import nn
 
 from mumis.bench.experiment import apply_method
 from mumis.data import ImageDataset
-from mumis.methods import DataAccessError, DipRecoverRule, get_method, grant, mumis_loss, run_method
+from mumis.methods import DataAccessError, get_method, grant, mumis_loss, run_method
+from mumis.methods.stopping import DipRecoverRule
 from mumis.metrics import accuracy
 from mumis.models import create_model
 
@@ -163,3 +164,21 @@ def test_mumis_never_reads_retain_data(digits_model, digits_task):
     result, data, _ = apply_method(method, digits_model, task)
     assert data.reads == {"forget"} and data.roles == {"forget"}
     assert result.steps > 0
+
+
+def test_mumis_works_on_a_users_own_module(digits_task):
+    """Any nn.Module classifier: here a plain MLP with no BatchNorm, built and trained by the user."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10))
+    x, y = digits_task.retain.tensors()
+    fx, fy = digits_task.forget.tensors()
+    x, y = torch.cat([x, fx]), torch.cat([y, fy])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    model.eval()
+    result = _run(model, digits_task, max_steps=30, check_every=5)
+    assert result.steps > 0 and result.trace[-1]["forget_acc"] <= result.trace[0]["forget_acc"]
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())

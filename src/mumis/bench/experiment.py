@@ -16,7 +16,7 @@ from torch import nn
 
 from mumis.methods import DataRole, GrantedData, MethodResult, UnlearningMethod, get_method, grant, run_method
 from mumis.metrics import avg_gap, evaluate
-from mumis.runtime import Stopwatch, peak_memory_mb, seed_everything, stopwatch, versions
+from mumis.runtime import Stopwatch, peak_memory_mb, reset_peak_memory, seed_everything, stopwatch, versions
 from mumis.training import CheckpointMeta, TrainRecipe, save_checkpoint
 
 
@@ -95,6 +95,7 @@ def run_experiment(
     for name, options in cfg.methods:
         method = get_method(name, **dict(options), **({} if show_progress else {"show_progress": False}))
         seed_everything(cfg.seed)
+        reset_peak_memory()
         result, data, sw = apply_method(method, original, task)
         metrics = evaluate(result.model, task)
         rows.append(_row(name, cfg, task, metrics, sw.seconds, steps=result.steps, stop_reason=result.stop_reason,
@@ -116,5 +117,6 @@ def run_experiment(
     reference = rows[0]
     for r in rows:
         r.avg_gap = avg_gap(asdict(r), asdict(reference))
+        r.avg_gap_no_mia = avg_gap(asdict(r), asdict(reference), keys=("fa", "ra", "ta"))
     write_rows(rows, out_dir / "results.json")
     return rows
