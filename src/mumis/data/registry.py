@@ -5,24 +5,21 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from mumis.data.dataset import DatasetBundle
-from mumis.errors import MumisError
+from mumis.registry import Registry
 
 Loader = Callable[[Optional[Path], bool], DatasetBundle]
-_LOADERS: dict[str, Loader] = {}
+_LOADERS: Registry[Loader] = Registry("dataset")
 
 
 def register_dataset(name: str):
     def decorate(loader: Loader) -> Loader:
-        if name in _LOADERS:
-            raise ValueError(f"dataset {name!r} is registered twice")
-        _LOADERS[name] = loader
-        return loader
+        return _LOADERS.add(name, loader)
 
     return decorate
 
 
 def list_datasets() -> list[str]:
-    return sorted(_LOADERS)
+    return _LOADERS.names()
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, verify: bool = True) -> DatasetBundle:
@@ -31,6 +28,5 @@ def load_dataset(name: str, data_dir: str | Path | None = None, verify: bool = T
     ``verify`` checks the official files' MD5 sums where the dataset publishes them. Nothing is ever
     downloaded: a missing file raises :class:`MumisError` saying where to put it.
     """
-    if name not in _LOADERS:
-        raise MumisError(f"unknown dataset {name!r}; choose one of: {', '.join(list_datasets())}")
-    return _LOADERS[name](Path(data_dir) if data_dir else None, verify)
+    loader = _LOADERS.get(name)
+    return loader(Path(data_dir) if data_dir else None, verify)
