@@ -28,7 +28,8 @@ class ExperimentConfig:
     target: float = 3  # the class, the fine class, or the forget fraction
     seed: int = 0  # split hold-out, model init, data order and the method's draws
     recipe: TrainRecipe = field(default_factory=TrainRecipe)
-    methods: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = (("mumis", ()),)  # (name, options)
+    # (name, options) or (label, name, options): the label names the row (default: the method's name)
+    methods: tuple[tuple, ...] = (("mumis", ()),)
     data_dir: Optional[str] = None
     holdout_fraction: float = 0.2  # test share for datasets without an official test set
 
@@ -92,13 +93,14 @@ def run_experiment(
                                                  forget_sha=forget_set.sha256, show_progress=show_progress)
     rows.insert(0, _row("retrain", cfg, task, evaluate(retrain, task), retrain_meta.wall_s, config_hash=base_hash))
 
-    for name, options in cfg.methods:
+    for entry in cfg.methods:
+        label, name, options = entry if len(entry) == 3 else (entry[0], *entry)
         method = get_method(name, **dict(options), **({} if show_progress else {"show_progress": False}))
         seed_everything(cfg.seed)
         reset_peak_memory()
         result, data, sw = apply_method(method, original, task)
         metrics = evaluate(result.model, task)
-        rows.append(_row(name, cfg, task, metrics, sw.seconds, steps=result.steps, stop_reason=result.stop_reason,
+        rows.append(_row(label, cfg, task, metrics, sw.seconds, steps=result.steps, stop_reason=result.stop_reason,
                          config_hash=config_hash({"base": base_hash, "method": name, "options": method.config_dict()}),
                          extra={"data_read": sorted(data.reads), **result.info}))
         meta = CheckpointMeta(
@@ -108,11 +110,11 @@ def run_experiment(
             method={"name": name, "config": method.config_dict(), "stop_reason": result.stop_reason, "steps": result.steps},
             accuracies={k: metrics[k] for k in ("fa", "ra", "ta")}, wall_s=sw.seconds,
         )
-        save_checkpoint(out_dir / f"{name}.safetensors", result.model, meta)
+        save_checkpoint(out_dir / f"{label}.safetensors", result.model, meta)
         if result.trace:
-            write_json(result.trace, out_dir / f"trace-{name}.json")
-            plot_trace(result.trace, result.stop_reason, out_dir / f"trace-{name}.png",
-                       delta=getattr(method.config, "delta", None), title=f"{name} on {cfg.dataset} ({cfg.task}={cfg.target})")
+            write_json(result.trace, out_dir / f"trace-{label}.json")
+            plot_trace(result.trace, result.stop_reason, out_dir / f"trace-{label}.png",
+                       delta=getattr(method.config, "delta", None), title=f"{label} on {cfg.dataset} ({cfg.task}={cfg.target})")
 
     reference = rows[0]
     for r in rows:

@@ -65,13 +65,16 @@ class ImageDataset(torch.utils.data.Dataset):
 
 
 def iter_batches(
-    data: ImageDataset, batch_size: int, shuffle: bool = False, generator: Optional[torch.Generator] = None
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (x, y) CPU batches; the order is drawn from ``generator`` so runs repeat exactly."""
+    data: ImageDataset, batch_size: int, shuffle: bool = False, generator: Optional[torch.Generator] = None,
+    with_index: bool = False,
+) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Yield (x, y) CPU batches — (x, y, positions) with ``with_index`` — in an order drawn from ``generator``,
+    so runs repeat exactly."""
     n = len(data)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     for start in range(0, n, batch_size):
-        yield data.batch(order[start : start + batch_size])
+        index = order[start : start + batch_size]
+        yield (*data.batch(index), index) if with_index else data.batch(index)
 
 
 @dataclass(frozen=True)

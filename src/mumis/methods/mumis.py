@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -21,31 +21,77 @@ from torch import nn
 from mumis.data import iter_batches
 from mumis.methods.base import DataRole, GrantedData, MethodResult, UnlearningMethod
 from mumis.methods.registry import register
-from mumis.methods.stopping import DipRecoverRule
+from mumis.errors import MumisError
+from mumis.methods.stopping import DipRecoverRule, NeverRule, PlateauRule
 from mumis.models import logit_input_gradients, random_other_classes, squared_norms
 from mumis.progress import progress_bar
 from mumis.runtime import device
 
 
-def mumis_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, other: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The MU-Mis objective on one batch: (loss, per-sample ‖∇x f_c‖², per-sample ‖∇x f_c'‖²).
+OBJECTIVES = ("paper", "target_only", "irrelevant_only", "bounded", "all_classes")
+OPTIMIZERS = ("sgd", "momentum", "adam")
+STOP_RULES = ("dip_recover", "loss_plateau", "none")
 
-    Raw logits; ``other`` holds one irrelevant class per sample. One forward pass feeds both input
-    gradients; both keep their graph so the loss backpropagates to the weights.
+
+def mumis_loss(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, other: torch.Tensor, objective: str = "paper",
+    bound: Optional[torch.Tensor] = None, num_classes: Optional[int] = None,
+) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """The MU-Mis objective on one batch: (loss, per-sample ‖∇x f_c‖², per-sample ‖∇x f_c'‖² or None).
+
+    Raw logits; one forward pass feeds every input gradient, each kept differentiable for the weights.
+
+    * ``paper``:           mean( ‖∇f_c‖² − ‖∇f_c'‖² ),  c' = ``other`` (one irrelevant class per sample).
+    * ``target_only``:     mean( ‖∇f_c‖² )  — the paper's TC ablation (Table A12).
+    * ``irrelevant_only``: mean( −‖∇f_c'‖² ) — the paper's OC ablation.
+    * ``bounded``:         mean( ‖∇f_c‖² − min(‖∇f_c'‖², b) ), b = ``bound``: each sample's pre-unlearning
+      ‖∇f_c'‖² for the same c'. The irrelevant term may recover what it had, never more, so the loss is bounded below.
+    * ``all_classes``:     mean( ‖∇f_c‖² − 1/(K−1) Σ_{c'≠c} ‖∇f_c'‖² ) instead of one random c' (K−1 gradients).
     """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
     x = x.detach().requires_grad_(True)
     logits = model(x)
-    target_sq = squared_norms(logit_input_gradients(model, x, y, create_graph=True, logits=logits))
-    other_sq = squared_norms(logit_input_gradients(model, x, other, create_graph=True, logits=logits))
-    return (target_sq - other_sq).mean(), target_sq, other_sq
+
+    def sq(classes):
+        return squared_norms(logit_input_gradients(model, x, classes, create_graph=True, logits=logits))
+
+    target_sq = sq(y)
+    if objective == "target_only":
+        return target_sq.mean(), target_sq, None
+    if objective == "all_classes":
+        k = num_classes or logits.shape[1]
+        other_sq = torch.stack([sq((y + shift) % k) for shift in range(1, k)]).mean(0)
+    else:
+        other_sq = sq(other)
+    irrelevant = torch.minimum(other_sq, bound) if objective == "bounded" else other_sq
+    if objective == "irrelevant_only":
+        return (-irrelevant).mean(), target_sq, other_sq
+    return (target_sq - irrelevant).mean(), target_sq, other_sq
+
+
+# Named bundles of options for the study of issue 4; explicit options override a preset's.
+VARIANTS: dict[str, dict] = {
+    "paper": {},
+    "target_only": {"objective": "target_only"},
+    "irrelevant_only": {"objective": "irrelevant_only"},
+    "bounded": {"objective": "bounded"},
+    "all_classes": {"objective": "all_classes"},
+}
 
 
 @dataclass(frozen=True)
 class MuMisConfig:
-    lr: float = 1e-3  # SGD step size. Chosen on the mnist5k demo (small CNN); the paper tunes it per task
+    variant: str = "paper"  # a preset of the options below (see VARIANTS); "paper" = the paper-faithful method
+    objective: str = "paper"  # paper | target_only | irrelevant_only | bounded | all_classes (see mumis_loss)
+    optimizer: str = "sgd"  # sgd | momentum (SGD, 0.9) | adam
+    lr: float = 1e-3  # step size. Chosen on the mnist5k demo (small CNN); the paper tunes it per task
+    lr_scale: str = "fixed"  # fixed | sensitivity: SGD step = lr / (starting mean ‖∇x f_c‖² over D_f)
     batch_size: int = 64  # mini-batches over D_f (the paper does not say; full batch is batch_size ≥ |D_f|)
-    momentum: float = 0.0  # plain SGD: the paper names no optimiser beyond gradient descent
-    delta: float = 0.9  # stop once the irrelevant sensitivity is back above δ·S_0 after a dip (Fig. 4)
+    stop: str = "dip_recover"  # dip_recover (the paper's rule) | loss_plateau | none (safeguards only)
+    delta: float = 0.9  # dip_recover: stop once the irrelevant sensitivity is back above δ·S_0 after a dip (Fig. 4)
+    patience: int = 3  # loss_plateau: checks without a relative improvement of ``plateau_tol``
+    plateau_tol: float = 0.01
     max_steps: int = 500  # safeguard: optimiser steps at most
     check_every: int = 0  # steps between checks of the stop rule; 0 = once per pass over D_f (Algorithm 1)
     monitor_classes: int = 3  # irrelevant classes per sample in the fixed panel that measures S(D_f)
@@ -65,6 +111,9 @@ class MuMis(UnlearningMethod):
     * **BatchNorm / dropout**: the whole model stays in eval mode. Train-mode BatchNorm would couple the
       samples of a batch inside the input gradient and overwrite the running statistics with forget-only ones.
     * **Optimiser**: SGD, no momentum, no weight decay, mini-batches of ``batch_size`` over D_f.
+    * **Variants** (issue 4's study; ``variant="paper"``, the default, is the method above): other objectives
+      (:func:`mumis_loss`), optimisers, a step size scaled by the starting sensitivity, and other stop rules —
+      each one option of this class, none of them reading anything but D_f.
     * **Monitor** S(D_f): the mean over D_f of ‖∇x f_c'(x)‖_F (un-squared), over a *fixed* panel of
       ``monitor_classes`` irrelevant classes per sample drawn once before unlearning, so that successive
       checks compare the same quantity rather than fresh random draws. Checked every ``check_every`` steps.
@@ -80,6 +129,16 @@ class MuMis(UnlearningMethod):
     name = "mumis"
     needs = frozenset({DataRole.FORGET})
     Config = MuMisConfig
+
+    def __init__(self, config: Any = None, **overrides):
+        variant = overrides.get("variant", getattr(config, "variant", "paper"))
+        if variant not in VARIANTS:
+            raise MumisError(f"unknown MU-Mis variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
+        super().__init__(config, **{**VARIANTS[variant], **overrides})
+        for option, allowed in (("objective", OBJECTIVES), ("optimizer", OPTIMIZERS), ("stop", STOP_RULES),
+                                ("lr_scale", ("fixed", "sensitivity"))):
+            if getattr(self.config, option) not in allowed:
+                raise MumisError(f"MU-Mis option {option}={getattr(self.config, option)!r} is not one of {allowed}")
 
     def run(self, model: nn.Module, data: GrantedData, num_classes: int) -> MethodResult:
         cfg = self.config
@@ -97,25 +156,29 @@ class MuMis(UnlearningMethod):
             return _forget_statistics(model, x_all, y_all, panel, cfg.batch_size, dev)
 
         stats = monitor()
-        trace = [{"step": 0, "loss": stats["target_sq"] - stats["irrelevant_sq"], **stats}]
+        trace = [{"step": 0, "loss": _objective_from_statistics(cfg.objective, stats), **stats}]
         info = {
             "target_sensitivity_0": stats["target"],
             "irrelevant_sensitivity_0": stats["irrelevant"],
             "target_above_irrelevant": stats["target"] > stats["irrelevant"],
         }
-        rule = DipRecoverRule(cfg.delta)
-        rule.update(stats["irrelevant"])
+        rule = _stop_rule(cfg)
+        rule.update(_rule_input(cfg, trace[0]))
         explode_at = cfg.explode_factor * max(stats["target_sq"], 1e-12)
         good_state = copy.deepcopy(model.state_dict())
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+        lr = cfg.lr / max(stats["target_sq"], 1e-12) if cfg.lr_scale == "sensitivity" and cfg.optimizer != "adam" else cfg.lr
+        info["lr"] = lr
+        opt = _optimizer(cfg.optimizer, model.parameters(), lr)
+        bound = _squared_sensitivity_table(model, x_all, y_all, num_classes, cfg.batch_size, dev) if cfg.objective == "bounded" else None
 
         step, reason, losses = 0, None, []
         with progress_bar("MU-Mis", cfg.max_steps, cfg.show_progress) as advance:
             while reason is None:
-                for x, y in iter_batches(forget, cfg.batch_size, shuffle=True, generator=generator):
+                for x, y, index in iter_batches(forget, cfg.batch_size, shuffle=True, generator=generator, with_index=True):
                     x, y = x.to(dev), y.to(dev)
                     other = random_other_classes(y, num_classes, generator)
-                    loss, _, _ = mumis_loss(model, x, y, other)
+                    b = None if bound is None else bound[index, other.cpu()].to(dev)
+                    loss, _, _ = mumis_loss(model, x, y, other, cfg.objective, bound=b, num_classes=num_classes)
                     if not torch.isfinite(loss) or abs(loss.item()) > explode_at:
                         reason = "diverged"
                         break
@@ -135,8 +198,8 @@ class MuMis(UnlearningMethod):
                         good_state = copy.deepcopy(model.state_dict())
                         if cfg.fa_floor is not None and stats["forget_acc"] <= cfg.fa_floor:
                             reason = "fa_floor"
-                        elif rule.update(stats["irrelevant"]):
-                            reason = "dip_recover"
+                        elif rule.update(_rule_input(cfg, trace[-1])):
+                            reason = cfg.stop
                         elif step >= cfg.max_steps:
                             reason = "max_steps"
                         if reason:
@@ -144,8 +207,52 @@ class MuMis(UnlearningMethod):
         if reason == "diverged":
             model.load_state_dict(good_state)
             info["restored_step"] = trace[-1]["step"]
-        info["irrelevant_dipped"] = rule.dipped
+        if isinstance(rule, DipRecoverRule):
+            info["irrelevant_dipped"] = rule.dipped
         return MethodResult(model=model.eval(), stop_reason=reason, steps=step, trace=trace, info=info)
+
+
+def _objective_from_statistics(objective: str, stats: dict) -> float:
+    """The objective at the starting weights, from the monitor's panel (bounded = paper there: min(b, b) = b)."""
+    if objective == "target_only":
+        return stats["target_sq"]
+    if objective == "irrelevant_only":
+        return -stats["irrelevant_sq"]
+    return stats["target_sq"] - stats["irrelevant_sq"]
+
+
+def _stop_rule(cfg: MuMisConfig):
+    if cfg.stop == "dip_recover":
+        return DipRecoverRule(cfg.delta)
+    if cfg.stop == "loss_plateau":
+        return PlateauRule(cfg.patience, cfg.plateau_tol)
+    return NeverRule()
+
+
+def _rule_input(cfg: MuMisConfig, row: dict) -> float:
+    """What the stop rule watches: the irrelevant sensitivity (dip_recover) or the objective (loss_plateau)."""
+    return row["loss"] if cfg.stop == "loss_plateau" else row["irrelevant"]
+
+
+def _optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    return torch.optim.SGD(params, lr=lr, momentum=0.9 if name == "momentum" else 0.0)
+
+
+@torch.no_grad()
+def _squared_sensitivity_table(model, x_all, y_all, num_classes, batch_size, dev) -> torch.Tensor:
+    """‖∇x f_k(x_i)‖² for every forget sample i and class k (N × K), at the weights unlearning starts from."""
+    rows = []
+    for start in range(0, len(y_all), batch_size):
+        with torch.enable_grad():
+            x = x_all[start : start + batch_size].to(dev).requires_grad_(True)
+            logits = model(x)
+            rows.append(torch.stack([
+                squared_norms(logit_input_gradients(model, x, torch.full((len(x),), k, device=dev), logits=logits)).detach()
+                for k in range(num_classes)
+            ], dim=1).cpu())
+    return torch.cat(rows)
 
 
 def _fixed_panel(labels: torch.Tensor, num_classes: int, size: int, generator: torch.Generator) -> torch.Tensor:

@@ -37,3 +37,33 @@ class DipRecoverRule:
     @property
     def dipped(self) -> bool:
         return self.running_min < min(self.delta, 1.0) * self.start
+
+
+@dataclass
+class PlateauRule:
+    """Fire when the watched value (the objective) has not improved by a relative ``tol`` for ``patience`` checks:
+
+        fire at t  if  min_{τ≤t} v_τ > best_{t−patience} − tol·|best_{t−patience}|   (t ≥ patience),
+
+    where best_s = min_{τ≤s} v_τ. Meant for bounded objectives; the paper's loss is unbounded below and keeps falling.
+    """
+
+    patience: int = 3
+    tol: float = 0.01
+    history: list = field(default_factory=list, init=False)
+
+    def update(self, value: float) -> bool:
+        self.history.append(value)
+        if len(self.history) <= self.patience:
+            return False
+        before = min(self.history[: -self.patience])
+        recent = min(self.history[-self.patience :])
+        return recent > before - self.tol * abs(before)
+
+
+@dataclass
+class NeverRule:
+    """No stop rule: only the safeguards (step cap, divergence, forget-accuracy floor) end the run."""
+
+    def update(self, value: float) -> bool:
+        return False

@@ -1,0 +1,131 @@
+"""Issue 4's variants: each objective against a per-sample definition, each stop rule on synthetic traces."""
+import pytest
+import torch
+from torch import nn
+
+from mumis.errors import MumisError
+from mumis.methods import get_method, grant, mumis_loss, run_method
+from mumis.methods.mumis import VARIANTS
+from mumis.methods.stopping import NeverRule, PlateauRule
+from mumis.models import create_model
+
+
+def _per_sample_sq(model, x, cls):
+    out = []
+    for i in range(len(x)):
+        xi = x[i : i + 1].clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(model(xi)[0, cls[i]], xi)
+        out.append(g.pow(2).sum())
+    return torch.stack(out)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(1)
+    model = create_model("small_cnn", 4, 1).double().eval()
+    x = torch.randn(5, 1, 10, 10, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 3, 1])
+    other = torch.tensor([2, 3, 0, 1, 0])
+    t = _per_sample_sq(model, x, y)
+    o = _per_sample_sq(model, x, other)
+    return model, x, y, other, t, o
+
+
+def test_target_only(setup):
+    model, x, y, other, t, _ = setup
+    loss, _, other_sq = mumis_loss(model, x, y, other, "target_only")
+    assert torch.allclose(loss, t.mean()) and other_sq is None
+
+
+def test_irrelevant_only(setup):
+    model, x, y, other, _, o = setup
+    loss, _, _ = mumis_loss(model, x, y, other, "irrelevant_only")
+    assert torch.allclose(loss, -o.mean())
+
+
+def test_bounded_clips_each_sample_at_its_bound(setup):
+    model, x, y, other, t, o = setup
+    bound = o.detach() * torch.tensor([0.5, 2.0, 0.5, 2.0, 1.0], dtype=torch.float64)
+    loss, _, _ = mumis_loss(model, x, y, other, "bounded", bound=bound)
+    assert torch.allclose(loss, (t - torch.minimum(o, bound)).mean())
+    # a clipped sample's irrelevant term carries no gradient: raising it further is not rewarded
+    params = [p for p in model.parameters()]
+    clipped = mumis_loss(model, x[:1], y[:1], other[:1], "bounded", bound=bound[:1])[0]
+    target = mumis_loss(model, x[:1], y[:1], other[:1], "target_only")[0]
+    for a, b in zip(torch.autograd.grad(clipped, params, allow_unused=True), torch.autograd.grad(target, params, allow_unused=True)):
+        assert (a is None and b is None) or torch.allclose(a, b)
+
+
+def test_all_classes_averages_every_other_class(setup):
+    model, x, y, other, t, _ = setup
+    others = torch.stack([_per_sample_sq(model, x, (y + s) % 4) for s in range(1, 4)]).mean(0)
+    loss, _, _ = mumis_loss(model, x, y, other, "all_classes", num_classes=4)
+    assert torch.allclose(loss, (t - others).mean())
+
+
+def test_unknown_objective(setup):
+    model, x, y, other, _, _ = setup
+    with pytest.raises(ValueError, match="unknown objective"):
+        mumis_loss(model, x, y, other, "nope")
+
+
+def test_plateau_rule():
+    rule = PlateauRule(patience=2, tol=0.01)
+    fired = [rule.update(v) for v in [10.0, 8.0, 6.0, 5.99, 5.98, 5.97]]
+    assert fired == [False, False, False, False, True, True]
+    assert not any(PlateauRule(2, 0.01).update(v) for v in [10, 9, 8, 7, 6, 5])
+    assert not any(NeverRule().update(v) for v in range(100))
+
+
+def test_presets_and_option_validation():
+    assert get_method("mumis").config.objective == "paper"
+    assert get_method("mumis", variant="bounded").config.objective == "bounded"
+    assert get_method("mumis", variant="bounded", objective="paper").config.objective == "paper"
+    assert set(VARIANTS) >= {"paper", "target_only", "irrelevant_only", "bounded", "all_classes"}
+    with pytest.raises(MumisError, match="unknown MU-Mis variant"):
+        get_method("mumis", variant="nope")
+    with pytest.raises(MumisError, match="is not one of"):
+        get_method("mumis", optimizer="lbfgs")
+
+
+def _run(model, task, **options):
+    method = get_method("mumis", show_progress=False, **options)
+    return run_method(method, model, grant(method, forget=task.forget), task.num_classes)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_variant_moves_the_sensitivities_it_targets(variant, digits_model, digits_task):
+    result = _run(digits_model, digits_task, variant=variant, stop="none", max_steps=6, check_every=3,
+                  lr_scale="sensitivity", lr=0.01)
+    first, last = result.trace[0], result.trace[-1]
+    assert result.stop_reason == "max_steps" and result.steps == 6
+    if variant == "irrelevant_only":  # the OC ablation only raises the irrelevant sensitivity
+        assert last["irrelevant"] > first["irrelevant"]
+    else:
+        assert last["target"] < first["target"]
+        assert last["forget_acc"] <= first["forget_acc"]
+
+
+def test_stop_none_runs_to_the_cap_and_plateau_stops_a_bounded_run(digits_model, digits_task):
+    capped = _run(digits_model, digits_task, stop="none", max_steps=6, check_every=2)
+    assert capped.stop_reason == "max_steps" and capped.steps == 6
+    plateau = _run(digits_model, digits_task, variant="bounded", stop="loss_plateau", patience=2, plateau_tol=0.5,
+                   check_every=2, max_steps=200)
+    assert plateau.stop_reason == "loss_plateau" and plateau.steps < 200
+
+
+def test_scaled_step_size_divides_by_the_starting_sensitivity(digits_model, digits_task):
+    result = _run(digits_model, digits_task, lr_scale="sensitivity", lr=0.02, max_steps=1)
+    t0_sq = result.trace[0]["target_sq"]
+    assert result.info["lr"] == pytest.approx(0.02 / t0_sq)
+    adam = _run(digits_model, digits_task, optimizer="adam", lr_scale="sensitivity", lr=1e-4, max_steps=1)
+    assert adam.info["lr"] == 1e-4  # Adam is invariant to the gradient's scale already
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+def test_optimisers_take_steps(optimizer, digits_model, digits_task):
+    result = _run(digits_model, digits_task, optimizer=optimizer, lr=1e-4 if optimizer != "sgd" else 1e-3,
+                  max_steps=3, check_every=3, stop="none")
+    assert result.steps == 3
+    moved = any(not torch.equal(a, b) for a, b in zip(result.model.state_dict().values(), digits_model.state_dict().values()))
+    assert moved
