@@ -4,8 +4,8 @@
     python benchmarks/mumis_variants.py --datasets mnist5k --models small_cnn --seeds 0 # one corner of it
     python benchmarks/mumis_variants.py --summary results/mumis_variants.jsonl          # the table only
 
-Every finished cell (dataset, model, task, seed) appends its rows to a JSON-lines file and is skipped when the
-script is run again, so a killed run resumes. Original and retrain models come from mumis' cache. The summary
+Every finished cell (dataset, model, task, seed) appends its rows to a JSON-lines file; a rerun computes only the
+variants a cell does not have yet, so a killed run resumes and a new variant is added without recomputing the rest. Original and retrain models come from mumis' cache. The summary
 prints, per (dataset, model, task, variant), the mean over seeds of FA/RA/TA/MIA, Avg. Gap (4 metrics),
 Gap w/o MIA, steps and wall time, plus how many seeds stopped for which reason.
 """
@@ -37,6 +37,8 @@ CLASS_VARIANTS = {  # label → MU-Mis options; the class-forgetting safeguard (
     "adam+floor": {"optimizer": "adam", "lr": 1e-4, "floor": True},
     "scaled_lr+floor": {"lr_scale": "sensitivity", "lr": 1e-2, "floor": True},
     "bounded+scaled_lr+floor": {"variant": "bounded", "lr_scale": "sensitivity", "lr": 1e-2, "floor": True},
+    "head+scaled_lr+floor": {"update": "head", "lr_scale": "sensitivity", "lr": 0.1, "floor": True},
+    "head+scaled_lr+floor0": {"update": "head", "lr_scale": "sensitivity", "lr": 0.1, "fa_floor": 0.0},
 }
 RANDOM_VARIANTS = {  # random forgetting: the retrain still classifies most of D_f, so no forget-accuracy floor
     "paper": {},
@@ -44,13 +46,18 @@ RANDOM_VARIANTS = {  # random forgetting: the retrain still classifies most of D
     "bounded+plateau": {"variant": "bounded", "stop": "loss_plateau"},
     "scaled_lr": {"lr_scale": "sensitivity", "lr": 1e-2},
     "bounded+scaled_lr+plateau": {"variant": "bounded", "lr_scale": "sensitivity", "lr": 1e-2, "stop": "loss_plateau"},
+    "head+scaled_lr": {"update": "head", "lr_scale": "sensitivity", "lr": 0.1},
+    "head+bounded+scaled_lr+plateau": {"update": "head", "variant": "bounded", "lr_scale": "sensitivity", "lr": 0.1,
+                                       "stop": "loss_plateau"},
 }
 
 
-def _methods(task: str, num_classes: int = 10) -> tuple:
+def _methods(task: str, skip: set, num_classes: int = 10) -> tuple:
     variants = CLASS_VARIANTS if task == "full_class" else RANDOM_VARIANTS
     out = []
     for label, options in variants.items():
+        if label in skip:
+            continue
         options = dict(options)
         if options.pop("floor", False):
             options["fa_floor"] = 100.0 / num_classes
@@ -61,24 +68,29 @@ def _methods(task: str, num_classes: int = 10) -> tuple:
 def run_grid(args) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = set()
+    done = defaultdict(set)  # cell → row labels already written (a rerun adds only new variants)
     if out.is_file():
-        done = {tuple(json.loads(line)["cell"]) for line in out.read_text().splitlines() if line.strip()}
+        for line in out.read_text().splitlines():
+            row = json.loads(line)
+            done[tuple(row["cell"])].add(row["method"])
     console = Console(width=140)
     for dataset in args.datasets:
         for model in args.models:
             for task in args.tasks:
                 for seed in args.seeds:
                     cell = (dataset, model, task, seed)
-                    if cell in done:
+                    methods = _methods(task, done[cell])
+                    if not methods:
                         continue
                     cfg = ExperimentConfig(dataset=dataset, model=model, task=task, target=TASKS[task], seed=seed,
-                                           recipe=TrainRecipe(epochs=args.epochs), methods=_methods(task))
+                                           recipe=TrainRecipe(epochs=args.epochs), methods=methods)
                     console.print(f"[bold]cell[/] {cell}")
                     with tempfile.TemporaryDirectory() as tmp:
                         rows = run_experiment(cfg, tmp, args.cache_dir, show_progress=False, console=console)
                     with out.open("a") as f:
                         for r in rows:
+                            if r.method in done[cell]:
+                                continue
                             f.write(json.dumps({"cell": list(cell), **asdict(r)}) + "\n")
 
 

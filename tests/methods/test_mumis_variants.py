@@ -129,3 +129,19 @@ def test_optimisers_take_steps(optimizer, digits_model, digits_task):
     assert result.steps == 3
     moved = any(not torch.equal(a, b) for a, b in zip(result.model.state_dict().values(), digits_model.state_dict().values()))
     assert moved
+
+
+def test_head_only_update_leaves_the_features_bit_identical(digits_model, digits_task):
+    result = _run(digits_model, digits_task, update="head", lr_scale="sensitivity", lr=0.1, max_steps=4, check_every=2,
+                  stop="none")
+    head = [m for m in result.model.modules() if isinstance(m, nn.Linear)][-1]
+    head_ids = {id(p) for p in head.parameters()}
+    for (name, p), q in zip(result.model.named_parameters(), digits_model.parameters()):
+        if id(p) in head_ids:
+            assert not torch.equal(p, q), name
+        else:
+            assert torch.equal(p, q), name
+    assert all(p.requires_grad for p in result.model.parameters())  # handed back as a normal model
+    with pytest.raises(MumisError, match="needs an nn.Linear"):
+        conv_only = nn.Sequential(nn.Conv2d(1, 10, 8), nn.Flatten())
+        _run(conv_only, digits_task, update="head")

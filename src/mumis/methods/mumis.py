@@ -87,6 +87,7 @@ class MuMisConfig:
     optimizer: str = "sgd"  # sgd | momentum (SGD, 0.9) | adam
     lr: float = 1e-3  # step size. Chosen on the mnist5k demo (small CNN); the paper tunes it per task
     lr_scale: str = "fixed"  # fixed | sensitivity: SGD step = lr / (starting mean ‖∇x f_c‖² over D_f)
+    update: str = "all"  # which weights move: all | head (the last nn.Linear only; the features stay as trained)
     batch_size: int = 64  # mini-batches over D_f (the paper does not say; full batch is batch_size ≥ |D_f|)
     stop: str = "dip_recover"  # dip_recover (the paper's rule) | loss_plateau | none (safeguards only)
     delta: float = 0.9  # dip_recover: stop once the irrelevant sensitivity is back above δ·S_0 after a dip (Fig. 4)
@@ -136,7 +137,7 @@ class MuMis(UnlearningMethod):
             raise MumisError(f"unknown MU-Mis variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
         super().__init__(config, **{**VARIANTS[variant], **overrides})
         for option, allowed in (("objective", OBJECTIVES), ("optimizer", OPTIMIZERS), ("stop", STOP_RULES),
-                                ("lr_scale", ("fixed", "sensitivity"))):
+                                ("lr_scale", ("fixed", "sensitivity")), ("update", ("all", "head"))):
             if getattr(self.config, option) not in allowed:
                 raise MumisError(f"MU-Mis option {option}={getattr(self.config, option)!r} is not one of {allowed}")
 
@@ -145,7 +146,10 @@ class MuMis(UnlearningMethod):
         dev = device()
         forget = data.forget
         model.to(dev).eval()
+        trainable = _trainable_parameters(model, cfg.update)
         for p in model.parameters():
+            p.requires_grad_(False)
+        for p in trainable:
             p.requires_grad_(True)
         generator = torch.Generator().manual_seed(cfg.seed)
         x_all, y_all = forget.tensors()
@@ -168,7 +172,7 @@ class MuMis(UnlearningMethod):
         good_state = copy.deepcopy(model.state_dict())
         lr = cfg.lr / max(stats["target_sq"], 1e-12) if cfg.lr_scale == "sensitivity" and cfg.optimizer != "adam" else cfg.lr
         info["lr"] = lr
-        opt = _optimizer(cfg.optimizer, model.parameters(), lr)
+        opt = _optimizer(cfg.optimizer, trainable, lr)
         bound = _squared_sensitivity_table(model, x_all, y_all, num_classes, cfg.batch_size, dev) if cfg.objective == "bounded" else None
 
         step, reason, losses = 0, None, []
@@ -209,6 +213,8 @@ class MuMis(UnlearningMethod):
             info["restored_step"] = trace[-1]["step"]
         if isinstance(rule, DipRecoverRule):
             info["irrelevant_dipped"] = rule.dipped
+        for p in model.parameters():
+            p.requires_grad_(True)
         return MethodResult(model=model.eval(), stop_reason=reason, steps=step, trace=trace, info=info)
 
 
@@ -232,6 +238,15 @@ def _stop_rule(cfg: MuMisConfig):
 def _rule_input(cfg: MuMisConfig, row: dict) -> float:
     """What the stop rule watches: the irrelevant sensitivity (dip_recover) or the objective (loss_plateau)."""
     return row["loss"] if cfg.stop == "loss_plateau" else row["irrelevant"]
+
+
+def _trainable_parameters(model: nn.Module, update: str) -> list[nn.Parameter]:
+    if update == "all":
+        return list(model.parameters())
+    heads = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not heads:
+        raise MumisError("update='head' needs an nn.Linear classifier layer; this model has none (use update='all')")
+    return list(heads[-1].parameters())
 
 
 def _optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
