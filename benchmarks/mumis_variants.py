@@ -47,6 +47,10 @@ RANDOM_VARIANTS = {  # random forgetting: the retrain still classifies most of D
     "scaled_lr": {"lr_scale": "sensitivity", "lr": 1e-2},
     "bounded+scaled_lr+plateau": {"variant": "bounded", "lr_scale": "sensitivity", "lr": 1e-2, "stop": "loss_plateau"},
     "head+scaled_lr": {"update": "head", "lr_scale": "sensitivity", "lr": 0.1},
+    # stop once D_f is classified no better than held-out data (half the test set; declared, never D_r)
+    "paper+heldout": {"stop": "heldout", "check_every": 1},
+    "scaled_lr+heldout": {"lr_scale": "sensitivity", "lr": 1e-2, "stop": "heldout", "check_every": 1},
+    "head+scaled_lr+heldout": {"update": "head", "lr_scale": "sensitivity", "lr": 0.1, "stop": "heldout", "check_every": 1},
     "head+bounded+scaled_lr+plateau": {"update": "head", "variant": "bounded", "lr_scale": "sensitivity", "lr": 0.1,
                                        "stop": "loss_plateau"},
 }

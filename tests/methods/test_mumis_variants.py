@@ -145,3 +145,28 @@ def test_head_only_update_leaves_the_features_bit_identical(digits_model, digits
     with pytest.raises(MumisError, match="needs an nn.Linear"):
         conv_only = nn.Sequential(nn.Conv2d(1, 10, 8), nn.Flatten())
         _run(conv_only, digits_task, update="head")
+
+
+def test_heldout_rule_fires_when_forget_accuracy_reaches_heldout_accuracy():
+    from mumis.methods.stopping import HeldoutMatchRule
+
+    rule = HeldoutMatchRule()
+    assert [rule.update(m) for m in [-1.0, 3.0, 1.0, 0.0, -2.0]] == [False, False, False, True, True]
+
+
+def test_heldout_stop_declares_and_uses_only_heldout_beyond_forget(digits_model, digits_task):
+    from mumis.bench.experiment import apply_method
+    from mumis.methods import DataAccessError, DataRole
+
+    method = get_method("mumis", stop="heldout", check_every=1, max_steps=40, show_progress=False)
+    assert method.needs == {DataRole.FORGET, DataRole.HELDOUT} and method.retain_free
+    with pytest.raises(MumisError, match="needs heldout"):
+        grant(method, forget=digits_task.forget)
+    with pytest.raises(DataAccessError):
+        grant(method, forget=digits_task.forget, heldout=digits_task.heldout, retain=digits_task.retain)
+    result, data, _ = apply_method(method, digits_model, digits_task)
+    assert data.reads == {"forget", "heldout"}
+    assert "heldout_acc" in result.trace[-1]
+    if result.stop_reason == "heldout":
+        assert result.trace[-1]["forget_acc"] <= result.trace[-1]["heldout_acc"]
+    assert not set(digits_task.heldout.images.flatten(1).sum(1).tolist()) - set(digits_task.test.images.flatten(1).sum(1).tolist())

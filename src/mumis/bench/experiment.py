@@ -60,8 +60,9 @@ def _row(name: str, cfg: ExperimentConfig, task: TaskData, metrics: dict, wall_s
 def apply_method(method: UnlearningMethod, model: nn.Module, task: TaskData) -> tuple[MethodResult, GrantedData, Stopwatch]:
     """Run ``method`` on ``task``: the task offers every role it has, the framework grants only the declared ones,
     so a retain-free method never holds a reference to D_r. Returns (result, granted data with its read log, timer)."""
-    offered = {DataRole.FORGET: task.forget, DataRole.RETAIN: task.retain}
-    data = grant(method, **{role.value: offered.get(role) for role in method.needs})
+    offered = {DataRole.FORGET: lambda: task.forget, DataRole.RETAIN: lambda: task.retain,
+               DataRole.HELDOUT: lambda: task.heldout}
+    data = grant(method, **{role.value: offered[role]() for role in method.needs if role in offered})
     with stopwatch() as sw:
         result = run_method(method, model, data, task.num_classes)
     return result, data, sw

@@ -21,6 +21,13 @@ class TaskData:
     def num_classes(self) -> int:
         return self.forget.num_classes
 
+    @property
+    def heldout(self) -> ImageDataset:
+        """Data the model never trained on, for methods that declare a ``heldout`` need (e.g. a stop rule):
+        every other test sample (positions 0, 2, 4, …). TA stays on the whole test set, so a method that reads
+        this half saw one number per check about it — disclosed wherever such a method is reported."""
+        return self.test.subset(range(0, len(self.test), 2))
+
 
 def build_task(bundle: DatasetBundle, split: Split, forget_set: ForgetSet) -> TaskData:
     """Check that the split fits the data and the forget set fits the split, then cut the views."""

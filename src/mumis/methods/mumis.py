@@ -22,7 +22,7 @@ from mumis.data import iter_batches
 from mumis.methods.base import DataRole, GrantedData, MethodResult, UnlearningMethod
 from mumis.methods.registry import register
 from mumis.errors import MumisError
-from mumis.methods.stopping import DipRecoverRule, NeverRule, PlateauRule
+from mumis.methods.stopping import DipRecoverRule, HeldoutMatchRule, NeverRule, PlateauRule
 from mumis.models import logit_input_gradients, random_other_classes, squared_norms
 from mumis.progress import progress_bar
 from mumis.runtime import device
@@ -30,7 +30,7 @@ from mumis.runtime import device
 
 OBJECTIVES = ("paper", "target_only", "irrelevant_only", "bounded", "all_classes")
 OPTIMIZERS = ("sgd", "momentum", "adam")
-STOP_RULES = ("dip_recover", "loss_plateau", "none")
+STOP_RULES = ("dip_recover", "loss_plateau", "heldout", "none")
 
 
 def mumis_loss(
@@ -89,7 +89,7 @@ class MuMisConfig:
     lr_scale: str = "fixed"  # fixed | sensitivity: SGD step = lr / (starting mean ‖∇x f_c‖² over D_f)
     update: str = "all"  # which weights move: all | head (the last nn.Linear only; the features stay as trained)
     batch_size: int = 64  # mini-batches over D_f (the paper does not say; full batch is batch_size ≥ |D_f|)
-    stop: str = "dip_recover"  # dip_recover (the paper's rule) | loss_plateau | none (safeguards only)
+    stop: str = "dip_recover"  # dip_recover (the paper's rule) | loss_plateau | heldout | none (safeguards only)
     delta: float = 0.9  # dip_recover: stop once the irrelevant sensitivity is back above δ·S_0 after a dip (Fig. 4)
     patience: int = 3  # loss_plateau: checks without a relative improvement of ``plateau_tol``
     plateau_tol: float = 0.01
@@ -128,8 +128,13 @@ class MuMis(UnlearningMethod):
     """
 
     name = "mumis"
-    needs = frozenset({DataRole.FORGET})
     Config = MuMisConfig
+
+    @property
+    def needs(self) -> frozenset[DataRole]:
+        """D_f only — plus a held-out set (never trained on) when ``stop="heldout"``; never the retain set."""
+        extra = {DataRole.HELDOUT} if self.config.stop == "heldout" else set()
+        return frozenset({DataRole.FORGET, *extra})
 
     def __init__(self, config: Any = None, **overrides):
         variant = overrides.get("variant", getattr(config, "variant", "paper"))
@@ -156,8 +161,13 @@ class MuMis(UnlearningMethod):
         panel = _fixed_panel(y_all, num_classes, cfg.monitor_classes, generator)
         check_every = cfg.check_every or math.ceil(len(forget) / cfg.batch_size)
 
+        heldout = data.heldout if cfg.stop == "heldout" else None
+
         def monitor() -> dict:
-            return _forget_statistics(model, x_all, y_all, panel, cfg.batch_size, dev)
+            stats = _forget_statistics(model, x_all, y_all, panel, cfg.batch_size, dev)
+            if heldout is not None:
+                stats["heldout_acc"] = _accuracy(model, heldout, cfg.batch_size, dev)
+            return stats
 
         stats = monitor()
         trace = [{"step": 0, "loss": _objective_from_statistics(cfg.objective, stats), **stats}]
@@ -228,6 +238,8 @@ def _objective_from_statistics(objective: str, stats: dict) -> float:
 
 
 def _stop_rule(cfg: MuMisConfig):
+    if cfg.stop == "heldout":
+        return HeldoutMatchRule()
     if cfg.stop == "dip_recover":
         return DipRecoverRule(cfg.delta)
     if cfg.stop == "loss_plateau":
@@ -236,8 +248,17 @@ def _stop_rule(cfg: MuMisConfig):
 
 
 def _rule_input(cfg: MuMisConfig, row: dict) -> float:
-    """What the stop rule watches: the irrelevant sensitivity (dip_recover) or the objective (loss_plateau)."""
+    """What the stop rule watches: the irrelevant sensitivity (dip_recover), the objective (loss_plateau), or the
+    forget accuracy's margin over held-out accuracy (heldout)."""
+    if cfg.stop == "heldout":
+        return row["forget_acc"] - row["heldout_acc"]
     return row["loss"] if cfg.stop == "loss_plateau" else row["irrelevant"]
+
+
+@torch.no_grad()
+def _accuracy(model, data, batch_size, dev) -> float:
+    correct = sum((model(x.to(dev)).argmax(1) == y.to(dev)).sum().item() for x, y in iter_batches(data, batch_size))
+    return 100.0 * correct / len(data)
 
 
 def _trainable_parameters(model: nn.Module, update: str) -> list[nn.Parameter]:

@@ -67,3 +67,21 @@ class NeverRule:
 
     def update(self, value: float) -> bool:
         return False
+
+
+@dataclass
+class HeldoutMatchRule:
+    """Fire once the forget set is classified no better than data the model never saw:
+
+        fire at t ≥ 1  if  FA_t − A^heldout_t ≤ 0,
+
+    fed with the margin m_t = FA_t − A^heldout_t (accuracies in %, both measured on the current weights). For random
+    forgetting this is the retrained model's signature: it classifies D_f about as well as unseen data. It needs a
+    declared held-out set, never the retain set. The value at t = 0 (before unlearning) is never a reason to stop.
+    """
+
+    seen: int = field(default=0, init=False)
+
+    def update(self, margin: float) -> bool:
+        self.seen += 1
+        return self.seen > 1 and margin <= 0.0
