@@ -14,15 +14,14 @@ from rich.console import Console
 from mumis.bench import ExperimentConfig, print_table, run_experiment
 from mumis.bench.experiment import apply_method
 from mumis.bench.plots import plot_trace
-from mumis.bench.results import write_json
+from mumis.bench.results import ResultRow, write_json
 from mumis.data import ForgetSet, Split, build_forget_set, build_task, explicit_ids, list_datasets, load_dataset, make_split
 from mumis.errors import MumisError
 from mumis.methods import get_method, list_methods
 from mumis.metrics import avg_gap, evaluate
-from mumis.models import list_models
+from mumis.models import create_model, list_models
 from mumis.runtime import seed_everything, stopwatch
 from mumis.training import CheckpointMeta, TrainRecipe, fit, load_checkpoint, save_checkpoint
-from mumis.models import create_model
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Machine unlearning without the remaining data.")
 # Wide enough for the result table even when stdout is not a terminal (rich falls back to 80 columns).
@@ -45,7 +44,7 @@ def friendly_errors(fn):
             return fn(*args, **kwargs)
         except MumisError as err:
             err_console.print(f"[bold red]error:[/] {err}")
-            raise typer.Exit(2)
+            raise typer.Exit(2) from None
 
     return wrapper
 
@@ -205,8 +204,6 @@ def eval_cmd(
     data_dir: Optional[Path] = typer.Option(None),
 ):
     """FA, RA, TA, MIA (and Avg. Gap against --reference) for checkpoints on one split and forget set."""
-    from mumis.bench.results import ResultRow
-
     rows, ref = [], None
     for path in ([reference] if reference else []) + list(checkpoints):
         model, meta, task = _load_task(path, split_file, forget_file, data_dir)

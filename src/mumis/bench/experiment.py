@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import Optional
 
 from rich.console import Console
+from torch import nn
 
 from mumis.bench.plots import plot_trace
 from mumis.bench.references import default_cache_dir, trained_reference
 from mumis.bench.results import ResultRow, config_hash, git_sha, write_json, write_rows
 from mumis.data import Split, TaskData, build_forget_set, build_task, load_dataset, make_split
-from torch import nn
-
 from mumis.methods import DataRole, GrantedData, MethodResult, UnlearningMethod, get_method, grant, run_method
 from mumis.metrics import avg_gap, evaluate
 from mumis.runtime import Stopwatch, peak_memory_mb, reset_peak_memory, seed_everything, stopwatch, versions

@@ -2,11 +2,10 @@
 from mumis.data import sources as _sources  # noqa: F401  (registers the loaders)
 from mumis.data.dataset import DatasetBundle, ImageDataset, iter_batches
 from mumis.data.registry import list_datasets, load_dataset, register_dataset
-from mumis.data.task import TaskData, build_task
 from mumis.data.splits import (
+    FORGET_REQUESTS,
     ForgetSet,
     Split,
-    FORGET_REQUESTS,
     atomic_write_text,
     build_forget_set,
     explicit_ids,
@@ -15,6 +14,7 @@ from mumis.data.splits import (
     random_fraction,
     sub_class,
 )
+from mumis.data.task import TaskData, build_task
 
 __all__ = [
     "DatasetBundle", "ImageDataset", "iter_batches", "list_datasets", "load_dataset", "register_dataset",

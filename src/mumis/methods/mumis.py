@@ -19,14 +19,13 @@ import torch
 from torch import nn
 
 from mumis.data import iter_batches
+from mumis.errors import MumisError
 from mumis.methods.base import DataRole, GrantedData, MethodResult, UnlearningMethod
 from mumis.methods.registry import register
-from mumis.errors import MumisError
 from mumis.methods.stopping import DipRecoverRule, HeldoutMatchRule, NeverRule, PlateauRule
 from mumis.models import logit_input_gradients, random_other_classes, squared_norms
 from mumis.progress import progress_bar
 from mumis.runtime import device
-
 
 OBJECTIVES = ("paper", "target_only", "irrelevant_only", "bounded", "all_classes")
 OPTIMIZERS = ("sgd", "momentum", "adam")

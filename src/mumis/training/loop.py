@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mumis.data import ImageDataset, iter_batches
-from mumis.runtime import device, seed_everything, stopwatch
 from mumis.progress import progress_bar
+from mumis.runtime import device, seed_everything, stopwatch
 from mumis.training.recipe import TrainRecipe
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
