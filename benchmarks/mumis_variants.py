@@ -39,6 +39,11 @@ CLASS_VARIANTS = {  # label → MU-Mis options; the class-forgetting safeguard (
     "bounded+scaled_lr+floor": {"variant": "bounded", "lr_scale": "sensitivity", "lr": 1e-2, "floor": True},
     "head+scaled_lr+floor": {"update": "head", "lr_scale": "sensitivity", "lr": 0.1, "floor": True},
     "head+scaled_lr+floor0": {"update": "head", "lr_scale": "sensitivity", "lr": 0.1, "fa_floor": 0.0},
+    "dynamic+floor": {"variant": "dynamic", "floor": True},
+    "head+dynamic+scaled_lr+floor0": {"update": "head", "variant": "dynamic", "lr_scale": "sensitivity", "lr": 0.1,
+                                      "fa_floor": 0.0},
+    "head+dynamic+scaled_lr+75steps": {"update": "head", "variant": "dynamic", "lr_scale": "sensitivity", "lr": 0.1,
+                                       "stop": "none", "max_steps": 75},
     # the same run kept going ~3× past where floor0 stops (19–26 steps): does it collapse?
     "head+scaled_lr+75steps": {"update": "head", "lr_scale": "sensitivity", "lr": 0.1, "stop": "none", "max_steps": 75},
 }

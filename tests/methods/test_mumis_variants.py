@@ -170,3 +170,14 @@ def test_heldout_stop_declares_and_uses_only_heldout_beyond_forget(digits_model,
     if result.stop_reason == "heldout":
         assert result.trace[-1]["forget_acc"] <= result.trace[-1]["heldout_acc"]
     assert not set(digits_task.heldout.images.flatten(1).sum(1).tolist()) - set(digits_task.test.images.flatten(1).sum(1).tolist())
+
+
+def test_dynamic_weights_switch_terms_off_per_sample(setup):
+    model, x, y, other, t, o = setup
+    bound = o.detach() * torch.tensor([0.5, 2.0, 0.5, 2.0, 1.0], dtype=torch.float64)
+    loss, _, _ = mumis_loss(model, x, y, other, "dynamic", bound=bound)
+    expected = ((t > o).double() * t - (o < bound).double() * o).mean()
+    assert torch.allclose(loss, expected)
+    # every irrelevant term already at its bound: only samples whose target sensitivity is still on top pull
+    at_bound, _, _ = mumis_loss(model, x, y, other, "dynamic", bound=0.5 * o.detach())
+    assert torch.allclose(at_bound, ((t > o).double() * t).mean())

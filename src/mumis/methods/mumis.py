@@ -27,7 +27,7 @@ from mumis.models import logit_input_gradients, random_other_classes, squared_no
 from mumis.progress import progress_bar
 from mumis.runtime import device
 
-OBJECTIVES = ("paper", "target_only", "irrelevant_only", "bounded", "all_classes")
+OBJECTIVES = ("paper", "target_only", "irrelevant_only", "bounded", "all_classes", "dynamic")
 OPTIMIZERS = ("sgd", "momentum", "adam")
 STOP_RULES = ("dip_recover", "loss_plateau", "heldout", "none")
 
@@ -46,6 +46,10 @@ def mumis_loss(
     * ``bounded``:         mean( ‖∇f_c‖² − min(‖∇f_c'‖², b) ), b = ``bound``: each sample's pre-unlearning
       ‖∇f_c'‖² for the same c'. The irrelevant term may recover what it had, never more, so the loss is bounded below.
     * ``all_classes``:     mean( ‖∇f_c‖² − 1/(K−1) Σ_{c'≠c} ‖∇f_c'‖² ) instead of one random c' (K−1 gradients).
+    * ``dynamic``:         mean( α_c ‖∇f_c‖² − α_c' ‖∇f_c'‖² ) with per-sample indicator weights (our design for
+      the paper's App. F.4, whose rule is not published): α_c = 1[‖∇f_c‖² > ‖∇f_c'‖²] (stop suppressing a sample
+      once its target sensitivity is below the irrelevant one) and α_c' = 1[‖∇f_c'‖² < b] (recover the irrelevant
+      sensitivity up to its pre-unlearning value b, as ``bounded``). A sample that satisfies both stops pulling.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
@@ -63,6 +67,10 @@ def mumis_loss(
         other_sq = torch.stack([sq((y + shift) % k) for shift in range(1, k)]).mean(0)
     else:
         other_sq = sq(other)
+    if objective == "dynamic":
+        weight_target = (target_sq > other_sq).detach().to(target_sq.dtype)
+        weight_other = (other_sq < bound).detach().to(other_sq.dtype)
+        return (weight_target * target_sq - weight_other * other_sq).mean(), target_sq, other_sq
     irrelevant = torch.minimum(other_sq, bound) if objective == "bounded" else other_sq
     if objective == "irrelevant_only":
         return (-irrelevant).mean(), target_sq, other_sq
@@ -76,6 +84,7 @@ VARIANTS: dict[str, dict] = {
     "irrelevant_only": {"objective": "irrelevant_only"},
     "bounded": {"objective": "bounded"},
     "all_classes": {"objective": "all_classes"},
+    "dynamic": {"objective": "dynamic"},
 }
 
 
@@ -182,7 +191,7 @@ class MuMis(UnlearningMethod):
         lr = cfg.lr / max(stats["target_sq"], 1e-12) if cfg.lr_scale == "sensitivity" and cfg.optimizer != "adam" else cfg.lr
         info["lr"] = lr
         opt = _optimizer(cfg.optimizer, trainable, lr)
-        bound = _squared_sensitivity_table(model, x_all, y_all, num_classes, cfg.batch_size, dev) if cfg.objective == "bounded" else None
+        bound = _squared_sensitivity_table(model, x_all, y_all, num_classes, cfg.batch_size, dev) if cfg.objective in ("bounded", "dynamic") else None
 
         step, reason, losses = 0, None, []
         with progress_bar("MU-Mis", cfg.max_steps, cfg.show_progress) as advance:
