@@ -63,6 +63,8 @@ def test_forget_eval_and_the_original_checkpoint_is_untouched(workdir):
     assert out.is_file() and out.with_suffix(".trace.png").is_file()
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["role"] == "unlearned" and meta["method"]["name"] == "mumis"
+    trained = json.loads(ckpt.with_suffix(".json").read_text())
+    assert trained["accuracies"]["train"] > 90 and trained["accuracies"]["test"] > 80
     table = _run("eval", ckpt, out, "--split", workdir / "split.json", "--forget", workdir / "forget.json",
                  "--reference", workdir / "retrain.safetensors").output
     assert "unlearned" in table and "Avg. Gap" in table

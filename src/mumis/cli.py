@@ -18,7 +18,7 @@ from mumis.bench.results import ResultRow, write_json
 from mumis.data import ForgetSet, Split, build_forget_set, build_task, explicit_ids, list_datasets, load_dataset, make_split
 from mumis.errors import MumisError
 from mumis.methods import get_method, list_methods
-from mumis.metrics import avg_gap, evaluate
+from mumis.metrics import accuracy, avg_gap, evaluate
 from mumis.models import create_model, list_models
 from mumis.runtime import seed_everything, stopwatch
 from mumis.training import CheckpointMeta, TrainRecipe, fit, load_checkpoint, save_checkpoint
@@ -129,7 +129,7 @@ def train(
     """Train an original model (or, with --forget, the retrain reference) through the one training loop."""
     sp = Split.load(split_file)
     bundle = load_dataset(sp.dataset, data_dir)
-    train_set, _ = sp.materialise(bundle)
+    train_set, test_set = sp.materialise(bundle)
     forget_sha, role = None, "original"
     if forget_file is not None:
         fs = ForgetSet.load(forget_file)
@@ -142,9 +142,11 @@ def train(
     report = fit(net, train_set, recipe, seed=seed, description=f"{role} ({model})")
     meta = CheckpointMeta(architecture=model, num_classes=train_set.num_classes, in_channels=train_set.in_channels,
                           dataset=sp.dataset, classes=list(train_set.classes), split_sha256=sp.sha256, role=role,
-                          seed=seed, forget_sha256=forget_sha, recipe=recipe.to_dict(), wall_s=report.wall_s)
+                          seed=seed, forget_sha256=forget_sha, recipe=recipe.to_dict(), wall_s=report.wall_s,
+                          accuracies={"train": accuracy(net, train_set), "test": accuracy(net, test_set)})
     save_checkpoint(out, net, meta)
-    console.print(f"{role} model → {out} ({report.wall_s:.1f} s)")
+    console.print(f"{role} model → {out} ({report.wall_s:.1f} s; train acc {meta.accuracies['train']:.2f} %, "
+                  f"test acc {meta.accuracies['test']:.2f} %)")
 
 
 def _load_task(checkpoint: Path, split_file: Path, forget_file: Path, data_dir: Optional[Path]):

@@ -76,7 +76,7 @@ def run_experiment(
     out_dir, cache_dir = Path(out_dir), Path(cache_dir) if cache_dir else default_cache_dir()
     bundle = load_dataset(cfg.dataset, cfg.data_dir)
     split = persisted_split(cfg, bundle, cache_dir)
-    train, _ = split.materialise(bundle)
+    train, test = split.materialise(bundle)
     forget_set = build_forget_set(cfg.task, train, split, cfg.target, seed=cfg.seed)
     split.save(out_dir / "split.json")
     forget_set.save(out_dir / "forget.json")
@@ -87,10 +87,10 @@ def run_experiment(
     base_hash = config_hash({k: v for k, v in cfg.to_dict().items() if k != "methods"})
     rows = []
     original, original_meta, _ = trained_reference("original", train, cfg.model, split, cfg.recipe, cfg.seed, cache_dir,
-                                                   show_progress=show_progress)
+                                                   show_progress=show_progress, test=test)
     rows.append(_row("original", cfg, task, evaluate(original, task), original_meta.wall_s, config_hash=base_hash))
     retrain, retrain_meta, _ = trained_reference("retrain", task.retain, cfg.model, split, cfg.recipe, cfg.seed, cache_dir,
-                                                 forget_sha=forget_set.sha256, show_progress=show_progress)
+                                                 forget_sha=forget_set.sha256, show_progress=show_progress, test=test)
     rows.insert(0, _row("retrain", cfg, task, evaluate(retrain, task), retrain_meta.wall_s, config_hash=base_hash))
 
     for entry in cfg.methods:

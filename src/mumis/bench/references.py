@@ -14,6 +14,7 @@ from typing import Optional
 from torch import nn
 
 from mumis.data import ImageDataset, Split
+from mumis.metrics import accuracy
 from mumis.models import create_model
 from mumis.runtime import seed_everything
 from mumis.training import CheckpointMeta, TrainRecipe, fit, load_checkpoint, save_checkpoint
@@ -30,7 +31,7 @@ def reference_key(dataset: str, model: str, recipe: TrainRecipe, split_sha: str,
 
 def trained_reference(
     role: str, data: ImageDataset, architecture: str, split: Split, recipe: TrainRecipe, seed: int,
-    cache_dir: Path, forget_sha: Optional[str] = None, show_progress: bool = True,
+    cache_dir: Path, forget_sha: Optional[str] = None, show_progress: bool = True, test: Optional[ImageDataset] = None,
 ) -> tuple[nn.Module, CheckpointMeta, bool]:
     """Train (or load from cache) the ``role`` model ("original" on D, "retrain" on D_r). Returns (model, meta, cached)."""
     key = reference_key(split.dataset, architecture, recipe, split.sha256, forget_sha, seed)
@@ -46,6 +47,7 @@ def trained_reference(
         architecture=architecture, num_classes=data.num_classes, in_channels=data.in_channels, dataset=split.dataset,
         classes=list(data.classes), split_sha256=split.sha256, role=role, seed=seed, forget_sha256=forget_sha,
         recipe=recipe.to_dict(), wall_s=report.wall_s,
+        accuracies={"train": accuracy(model, data), **({"test": accuracy(model, test)} if test is not None else {})},
     )
     save_checkpoint(path, model, meta)
     return model, meta, False
