@@ -63,11 +63,11 @@ RANDOM_VARIANTS = {  # random forgetting: the retrain still classifies most of D
 }
 
 
-def _methods(task: str, skip: set, num_classes: int = 10) -> tuple:
+def _methods(task: str, skip: set, only: list | None = None, num_classes: int = 10) -> tuple:
     variants = CLASS_VARIANTS if task == "full_class" else RANDOM_VARIANTS
     out = []
     for label, options in variants.items():
-        if label in skip:
+        if label in skip or (only and label not in only):
             continue
         options = dict(options)
         if options.pop("floor", False):
@@ -90,7 +90,7 @@ def run_grid(args) -> None:
             for task in args.tasks:
                 for seed in args.seeds:
                     cell = (dataset, model, task, seed)
-                    methods = _methods(task, done[cell])
+                    methods = _methods(task, done[cell], args.variants)
                     if not methods:
                         continue
                     cfg = ExperimentConfig(dataset=dataset, model=model, task=task, target=TASKS[task], seed=seed,
@@ -133,6 +133,7 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--variants", nargs="+", help="run only these variant labels (default: all)")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--summary", help="only print the table of an existing results file")
     args = parser.parse_args()
