@@ -1,7 +1,6 @@
 """The ``mumis`` command line: split, train, forget, eval, demo. Thin: every command calls the library."""
 from __future__ import annotations
 
-import dataclasses
 import sys
 import typing
 from functools import wraps
@@ -12,9 +11,8 @@ import typer
 from rich.console import Console
 
 from mumis.bench import ExperimentConfig, print_table, run_experiment
-from mumis.bench.experiment import apply_method
-from mumis.bench.plots import plot_trace
-from mumis.bench.results import ResultRow, write_json
+from mumis.bench.experiment import apply_method, save_unlearned
+from mumis.bench.results import ResultRow
 from mumis.data import ForgetSet, Split, build_forget_set, build_task, explicit_ids, list_datasets, load_dataset, make_split
 from mumis.errors import MumisError
 from mumis.methods import get_method, list_methods
@@ -180,19 +178,12 @@ def forget(
     seed_everything(meta.seed)
     result, data, sw = apply_method(unlearner, model, task)
     metrics = evaluate(result.model, task)
-    new_meta = dataclasses.replace(
-        meta, role="unlearned", forget_sha256=task.forget_set.sha256, wall_s=sw.seconds,
-        method={"name": method, "config": unlearner.config_dict(), "stop_reason": result.stop_reason, "steps": result.steps},
-        accuracies={k: metrics[k] for k in ("fa", "ra", "ta")},
-    )
-    save_checkpoint(out, result.model, new_meta)
+    png = save_unlearned(out, result, unlearner, meta, task, metrics, sw.seconds,
+                         trace_stem=out.with_suffix(".trace") if trace else None, title=f"{method}: {checkpoint.name}")
     console.print(f"{method}: stopped after {result.steps} steps ({result.stop_reason}) in {sw.seconds:.2f} s; "
                   f"read {sorted(data.reads)} data → {out}")
     console.print("  ".join(f"{k.upper()} {v:.2f}" for k, v in metrics.items()))
-    if trace and result.trace:
-        write_json(result.trace, out.with_suffix(".trace.json"))
-        png = plot_trace(result.trace, result.stop_reason, out.with_suffix(".trace.png"),
-                         delta=getattr(unlearner.config, "delta", None), title=f"{method}: {checkpoint.name}")
+    if png is not None:
         console.print(f"trace → {png}")
 
 

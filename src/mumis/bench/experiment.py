@@ -1,6 +1,7 @@
 """One experiment, end to end: data → split → forget set → original and retrain → each method → metrics."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -67,6 +68,26 @@ def apply_method(method: UnlearningMethod, model: nn.Module, task: TaskData) -> 
     return result, data, sw
 
 
+def save_unlearned(
+    path: Path, result: MethodResult, method: UnlearningMethod, base_meta: CheckpointMeta, task: TaskData,
+    metrics: dict, wall_s: float, trace_stem: Optional[Path] = None, title: str = "",
+) -> Optional[Path]:
+    """Write the unlearned checkpoint, its sidecar derived from the model it came from, and (with ``trace_stem``)
+    the stop trace as ``<stem>.json`` and ``<stem>.png``. Returns the PNG's path when one was written."""
+    meta = dataclasses.replace(
+        base_meta, role="unlearned", forget_sha256=task.forget_set.sha256, wall_s=wall_s,
+        method={"name": method.name, "config": method.config_dict(), "stop_reason": result.stop_reason,
+                "steps": result.steps},
+        accuracies={k: metrics[k] for k in ("fa", "ra", "ta")},
+    )
+    save_checkpoint(path, result.model, meta)
+    if trace_stem is None or not result.trace:
+        return None
+    write_json(result.trace, trace_stem.with_name(trace_stem.name + ".json"))
+    return plot_trace(result.trace, result.stop_reason, trace_stem.with_name(trace_stem.name + ".png"),
+                      delta=getattr(method.config, "delta", None), title=title)
+
+
 def run_experiment(
     cfg: ExperimentConfig, out_dir: str | Path, cache_dir: str | Path | None = None,
     show_progress: bool = True, console: Console | None = None,
@@ -103,18 +124,8 @@ def run_experiment(
         rows.append(_row(label, cfg, task, metrics, sw.seconds, steps=result.steps, stop_reason=result.stop_reason,
                          config_hash=config_hash({"base": base_hash, "method": name, "options": method.config_dict()}),
                          extra={"data_read": sorted(data.reads), **result.info}))
-        meta = CheckpointMeta(
-            architecture=cfg.model, num_classes=task.num_classes, in_channels=task.forget.in_channels,
-            dataset=cfg.dataset, classes=list(task.forget.classes), split_sha256=split.sha256, role="unlearned",
-            seed=cfg.seed, forget_sha256=forget_set.sha256, recipe=cfg.recipe.to_dict(),
-            method={"name": name, "config": method.config_dict(), "stop_reason": result.stop_reason, "steps": result.steps},
-            accuracies={k: metrics[k] for k in ("fa", "ra", "ta")}, wall_s=sw.seconds,
-        )
-        save_checkpoint(out_dir / f"{label}.safetensors", result.model, meta)
-        if result.trace:
-            write_json(result.trace, out_dir / f"trace-{label}.json")
-            plot_trace(result.trace, result.stop_reason, out_dir / f"trace-{label}.png",
-                       delta=getattr(method.config, "delta", None), title=f"{label} on {cfg.dataset} ({cfg.task}={cfg.target})")
+        save_unlearned(out_dir / f"{label}.safetensors", result, method, original_meta, task, metrics, sw.seconds,
+                       trace_stem=out_dir / f"trace-{label}", title=f"{label} on {cfg.dataset} ({cfg.task}={cfg.target})")
 
     reference = rows[0]
     for r in rows:
