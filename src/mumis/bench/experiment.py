@@ -13,7 +13,7 @@ from torch import nn
 from mumis.bench.plots import plot_trace
 from mumis.bench.references import default_cache_dir, trained_reference
 from mumis.bench.results import ResultRow, config_hash, git_sha, write_json, write_rows
-from mumis.data import Split, TaskData, build_forget_set, build_task, load_dataset, make_split
+from mumis.data import Split, TaskData, build_forget_set, load_dataset, make_split, task_from_views
 from mumis.methods import DataRole, GrantedData, MethodResult, UnlearningMethod, get_method, grant, run_method
 from mumis.metrics import avg_gap, evaluate
 from mumis.runtime import Stopwatch, peak_memory_mb, reset_peak_memory, seed_everything, stopwatch, versions
@@ -101,7 +101,7 @@ def run_experiment(
     forget_set = build_forget_set(cfg.task, train, split, cfg.target, seed=cfg.seed)
     split.save(out_dir / "split.json")
     forget_set.save(out_dir / "forget.json")
-    task = build_task(bundle, split, forget_set)
+    task = task_from_views(train, test, split, forget_set)
     console.print(f"[bold]{cfg.dataset}[/] {cfg.task}={cfg.target}: |D_f|={len(task.forget)}  |D_r|={len(task.retain)}  "
                   f"|D_t|={len(task.test)}  split {split.sha256[:12]}  forget {forget_set.sha256[:12]}")
 

@@ -32,6 +32,11 @@ class TaskData:
 def build_task(bundle: DatasetBundle, split: Split, forget_set: ForgetSet) -> TaskData:
     """Check that the split fits the data and the forget set fits the split, then cut the views."""
     train, test = split.materialise(bundle)
+    return task_from_views(train, test, split, forget_set)
+
+
+def task_from_views(train: ImageDataset, test: ImageDataset, split: Split, forget_set: ForgetSet) -> TaskData:
+    """The same, for callers that already hold ``split.materialise(bundle)`` (no second copy of the images)."""
     forget_set.check_split(split)
     forget, retain = forget_set.partition(train)
     test_kept, test_gone = forget_set.test_partition(test)
