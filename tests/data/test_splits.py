@@ -3,7 +3,16 @@ import json
 import numpy as np
 import pytest
 
-from mumis.data import ForgetSet, Split, build_task, explicit_ids, full_class, make_split, random_fraction, sub_class
+from mumis.data import (
+    ForgetSet,
+    Split,
+    build_task,
+    explicit_ids,
+    full_class,
+    make_split,
+    random_fraction,
+    sub_class,
+)
 from mumis.errors import MumisError
 
 

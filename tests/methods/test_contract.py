@@ -7,14 +7,21 @@ import torch
 
 from mumis.bench.experiment import apply_method
 from mumis.errors import MumisError
-from mumis.methods import DataAccessError, DataRole, MethodResult, get_method, grant, list_methods
+from mumis.methods import (
+    DataAccessError,
+    DataRole,
+    MethodResult,
+    get_method,
+    grant,
+    list_methods,
+)
 
 
 @pytest.mark.parametrize("name", list_methods())
 def test_declaration(name):
     method = get_method(name)
     assert method.name == name
-    assert DataRole.FORGET in method.needs
+    assert method.needs <= set(DataRole)
     assert dataclasses.is_dataclass(method.Config)
     assert method.config_dict() == dataclasses.asdict(method.Config())
     with pytest.raises(MumisError, match="has no option"):
@@ -32,9 +39,33 @@ def test_grant_refuses_undeclared_and_requires_declared_data(name, digits_task):
     if len(method.needs) > 1:
         with pytest.raises(MumisError, match="needs"):
             grant(method, forget=digits_task.forget)
-    empty = digits_task.forget.subset([])
-    with pytest.raises(MumisError, match="empty"):
-        grant(method, **{r.value: (empty if r is DataRole.FORGET else offered[r.value]) for r in method.needs})
+    if DataRole.FORGET in method.needs:
+        empty = digits_task.forget.subset([])
+        with pytest.raises(MumisError, match="empty"):
+            grant(method, **{r.value: (empty if r is DataRole.FORGET else offered[r.value]) for r in method.needs})
+
+
+class _Poisoned:
+    """Stands in for data a method must never see: any use at all fails the test."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"undeclared data was touched (.{name})")
+
+    def __len__(self):
+        raise AssertionError("undeclared data was touched (len)")
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_undeclared_roles_are_never_touched(name, digits_model, digits_task):
+    """Run every method on a task whose undeclared roles are poisoned: a retain-free method never reaches D_r."""
+    method = get_method(name, **({"show_progress": False} if "show_progress" in method_fields(name) else {}))
+    small = dataclasses.replace(digits_task, forget=digits_task.forget.subset(range(16)))
+    roles = {"forget": small.forget, "retain": small.retain}
+    poisoned = dataclasses.replace(small, **{k: (v if DataRole(k) in method.needs else _Poisoned()) for k, v in roles.items()})
+    result, data, _ = apply_method(method, digits_model, poisoned)
+    assert data.reads <= {r.value for r in method.needs}
+    if method.retain_free:
+        assert "retain" not in data.reads
 
 
 @pytest.mark.parametrize("name", list_methods())

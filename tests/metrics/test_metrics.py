@@ -5,7 +5,13 @@ import torch
 from torch import nn
 
 from mumis.data import ImageDataset
-from mumis.metrics import accuracy, avg_gap, mia_efficacy, mia_efficacy_from_confidence, true_class_confidence
+from mumis.metrics import (
+    accuracy,
+    avg_gap,
+    mia_efficacy,
+    mia_efficacy_from_confidence,
+    true_class_confidence,
+)
 
 
 class _FixedLogits(nn.Module):

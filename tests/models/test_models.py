@@ -3,7 +3,12 @@ import pytest
 import torch
 
 from mumis.errors import MumisError
-from mumis.models import create_model, list_models, logit_sensitivity, random_other_classes
+from mumis.models import (
+    create_model,
+    list_models,
+    logit_sensitivity,
+    random_other_classes,
+)
 
 SHAPES = {"vgg16_bn": (3, 32), "resnet18": (3, 32), "fast_cifar_net": (3, 32)}
 

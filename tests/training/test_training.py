@@ -5,7 +5,15 @@ import torch
 
 from mumis.errors import MumisError
 from mumis.models import create_model
-from mumis.training import CheckpointMeta, TrainRecipe, fit, load_checkpoint, load_weights, save_checkpoint, sidecar_path
+from mumis.training import (
+    CheckpointMeta,
+    TrainRecipe,
+    fit,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+    sidecar_path,
+)
 
 
 def _meta(split, **kw):

@@ -14,7 +14,7 @@ from mumis.bench.plots import plot_trace
 from mumis.bench.references import default_cache_dir, trained_reference
 from mumis.bench.results import ResultRow, config_hash, git_sha, write_json, write_rows
 from mumis.data import Split, TaskData, build_forget_set, load_dataset, make_split, task_from_views
-from mumis.methods import DataRole, GrantedData, MethodResult, UnlearningMethod, get_method, grant, run_method
+from mumis.methods import DataRole, GrantedData, MethodResult, UnlearningMethod, get_method, grant, quiet_method, run_method
 from mumis.metrics import avg_gap, evaluate
 from mumis.runtime import Stopwatch, peak_memory_mb, reset_peak_memory, seed_everything, stopwatch, versions
 from mumis.training import CheckpointMeta, TrainRecipe, save_checkpoint
@@ -116,7 +116,7 @@ def run_experiment(
 
     for entry in cfg.methods:
         label, name, options = entry if len(entry) == 3 else (entry[0], *entry)
-        method = get_method(name, **dict(options), **({} if show_progress else {"show_progress": False}))
+        method = get_method(name, **dict(options)) if show_progress else quiet_method(name, **dict(options))
         seed_everything(cfg.seed)
         reset_peak_memory()
         result, data, sw = apply_method(method, original, task)

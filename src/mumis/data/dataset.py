@@ -63,6 +63,19 @@ class ImageDataset(torch.utils.data.Dataset):
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.batch(torch.arange(len(self)))
 
+    def with_labels(self, labels: torch.Tensor) -> "ImageDataset":
+        """The same images under other labels (random relabelling, per-sample flags)."""
+        return replace(self, labels=torch.as_tensor(labels, dtype=torch.long), fine_labels=None)
+
+
+def concat_datasets(*parts: ImageDataset) -> ImageDataset:
+    """One dataset holding the samples of ``parts`` in order (same image shape and normalisation)."""
+    first = parts[0]
+    if any(p.images.shape[1:] != first.images.shape[1:] or p.mean != first.mean for p in parts):
+        raise ValueError("concat_datasets needs parts with the same image shape and normalisation")
+    return replace(first, images=torch.cat([p.images for p in parts]), labels=torch.cat([p.labels for p in parts]),
+                   fine_labels=None)
+
 
 def iter_batches(
     data: ImageDataset, batch_size: int, shuffle: bool = False, generator: Optional[torch.Generator] = None,

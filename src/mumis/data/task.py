@@ -19,7 +19,7 @@ class TaskData:
 
     @property
     def num_classes(self) -> int:
-        return self.forget.num_classes
+        return self.test.num_classes
 
     @property
     def heldout(self) -> ImageDataset:

@@ -1,5 +1,20 @@
 """Unlearning methods: one file each, registered by name, each declaring the data it needs."""
-from mumis.methods import mumis as _mumis  # noqa: F401  (registers)
+# importing a method's module registers it; one file per method
+from mumis.methods import (  # noqa: F401
+    bad_teacher,
+    boundary_shrink,
+    ft,
+    ga,
+    jit,
+    l1_sparse,
+    mumis,
+    original,
+    retrain,
+    rl,
+    salun,
+    scrub,
+    ssd,
+)
 from mumis.methods.base import (
     DataAccessError,
     DataRole,
@@ -10,10 +25,10 @@ from mumis.methods.base import (
     run_method,
 )
 from mumis.methods.mumis import MuMis, MuMisConfig, mumis_loss
-from mumis.methods.registry import get_method, list_methods, register
+from mumis.methods.registry import get_method, list_methods, method_options, quiet_method, register
 from mumis.methods.stopping import DipRecoverRule
 
 __all__ = [
     "DataAccessError", "DataRole", "DipRecoverRule", "GrantedData", "MethodResult", "MuMis", "MuMisConfig",
-    "UnlearningMethod", "get_method", "grant", "list_methods", "mumis_loss", "register", "run_method",
+    "UnlearningMethod", "get_method", "grant", "list_methods", "method_options", "quiet_method", "mumis_loss", "register", "run_method",
 ]

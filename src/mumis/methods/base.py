@@ -105,7 +105,7 @@ def grant(method: UnlearningMethod, **datasets: Optional[ImageDataset]) -> Grant
     missing = sorted(r.value for r in set(method.needs) - set(given))
     if missing:
         raise MumisError(f"method {method.name!r} needs {', '.join(missing)} data, which was not given.")
-    if len(given[DataRole.FORGET]) == 0:
+    if DataRole.FORGET in given and len(given[DataRole.FORGET]) == 0:
         raise MumisError("the forget set is empty: there is nothing to unlearn.")
     return GrantedData(method.name, given)
 

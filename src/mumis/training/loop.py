@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,14 @@ def _lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     raise ValueError(f"unknown schedule {schedule!r}; use 'cosine' or 'constant'")
 
 
+def _optimizer(recipe: TrainRecipe, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}; use 'sgd' or 'adam'")
+
+
 def fit(
     model: nn.Module,
     data: ImageDataset,
@@ -46,17 +54,22 @@ def fit(
     loss_fn: LossFn = cross_entropy_loss,
     description: str = "train",
     show_progress: bool = True,
-    on_step: Optional[Callable[[int], None]] = None,
+    on_step: Optional[Callable[[int, torch.optim.Optimizer], None]] = None,
+    params: Optional[Iterable[nn.Parameter]] = None,
+    freeze_norm: bool = False,
 ) -> FitReport:
-    """Train ``model`` in place with SGD on ``data``; shuffling comes from ``seed`` so CPU runs repeat bit for bit.
+    """Train ``model`` in place on ``data``; shuffling comes from ``seed`` so CPU runs repeat bit for bit.
 
     ``loss_fn(model, x, y)`` makes the loop reusable (cross-entropy for training, other objectives for
-    fine-tuning methods); ``on_step`` runs after each optimiser step (e.g. to re-apply a weight mask).
+    fine-tuning methods); ``on_step(step, optimizer)`` runs after each optimiser step (e.g. to re-apply a
+    weight mask); ``params`` limits what the optimiser moves (default: every parameter); ``freeze_norm`` keeps
+    the model in eval mode, so BatchNorm statistics are not overwritten by the data of this loop.
     """
     generator = seed_everything(seed)
     dev = device()
-    model.to(dev).train()
-    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    model.to(dev).train(not freeze_norm)
+    params = list(model.parameters()) if params is None else list(params)
+    opt = _optimizer(recipe, params)
     per_epoch = math.ceil(len(data) / recipe.batch_size)
     total = per_epoch * recipe.epochs
     warmup = int(recipe.warmup_epochs * per_epoch)
@@ -71,7 +84,7 @@ def fit(
                 loss.backward()
                 opt.step()
                 if on_step is not None:
-                    on_step(step)
+                    on_step(step, opt)
                 step += 1
                 last = loss.item()
                 advance(f"epoch {epoch + 1}/{recipe.epochs} loss {last:.3f}")

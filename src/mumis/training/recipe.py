@@ -15,10 +15,17 @@ class TrainRecipe:
     weight_decay: float = 5e-4
     schedule: str = "cosine"  # "cosine" (to 0 over all steps) or "constant"
     warmup_epochs: float = 0.5  # linear warm-up; stabilises BatchNorm nets at the first steps
+    optimizer: str = "sgd"  # "sgd" (with ``momentum``) or "adam" (Bad Teacher's optimiser)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @property
     def sha256(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+        # Fields added after the first release are hashed only when they differ from their default, so the cache
+        # keys of models trained before they existed stay valid.
+        keyed = {k: v for k, v in self.to_dict().items() if k not in _LATER_FIELDS or v != _LATER_FIELDS[k]}
+        return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
+
+
+_LATER_FIELDS = {"optimizer": "sgd"}
