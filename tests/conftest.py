@@ -6,7 +6,7 @@ os.environ.setdefault("MUMIS_DEVICE", "cpu")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from mumis.data import build_task, full_class, load_dataset, make_split  # noqa: E402
+from mumis.data import as_surrogate, build_task, full_class, load_dataset, make_split  # noqa: E402
 from mumis.models import create_model  # noqa: E402
 from mumis.training import TrainRecipe, fit  # noqa: E402
 
@@ -40,3 +40,10 @@ def digits_model(digits_bundle, digits_split):
     model = create_model("small_cnn", 10, 1)
     fit(model, train, DIGITS_RECIPE, seed=0, show_progress=False)
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def digits_surrogate(digits_split, digits_bundle):
+    """Surrogate images for the digits task (SCAR): MNIST digits shrunk to 8×8 — another dataset, never D_r."""
+    train, _ = digits_split.materialise(digits_bundle)
+    return as_surrogate(load_dataset("mnist5k").train, train, 1000, seed=0)

@@ -13,7 +13,17 @@ from rich.console import Console
 from mumis.bench import ExperimentConfig, print_table, run_experiment
 from mumis.bench.experiment import apply_method, save_unlearned
 from mumis.bench.results import ResultRow
-from mumis.data import ForgetSet, Split, build_forget_set, build_task, explicit_ids, list_datasets, load_dataset, make_split
+from mumis.data import (
+    ForgetSet,
+    Split,
+    as_surrogate,
+    build_forget_set,
+    build_task,
+    explicit_ids,
+    list_datasets,
+    load_dataset,
+    make_split,
+)
 from mumis.errors import MumisError
 from mumis.methods import get_method, list_methods
 from mumis.metrics import accuracy, avg_gap, evaluate
@@ -31,6 +41,8 @@ DEMO_PRESETS = {
     "default": dict(dataset="mnist5k", model="small_cnn", recipe=TrainRecipe(epochs=20)),
     "tiny": dict(dataset="digits", model="small_cnn", recipe=TrainRecipe(epochs=3, batch_size=64)),
 }
+# SCAR's out-of-distribution images per preset: clothing for handwritten digits, MNIST digits for the 8×8 ones
+DEMO_SURROGATES = {"default": "fashion_mnist", "tiny": "mnist5k"}
 
 
 def friendly_errors(fn):
@@ -168,6 +180,9 @@ def forget(
     method: str = typer.Option("mumis", help="a registered method (see `mumis list`)"),
     option: List[str] = typer.Option([], help="method option KEY=VALUE, repeatable (e.g. lr=0.002)"),
     trace: bool = typer.Option(False, help="save the stop trace as JSON and a PNG plot beside --out"),
+    surrogate: Optional[str] = typer.Option(None, help="a registered dataset whose images serve as surrogate data "
+                                                       "(methods that declare a surrogate need, e.g. scar)"),
+    surrogate_size: int = typer.Option(5000),
     data_dir: Optional[Path] = typer.Option(None),
 ):
     """Unlearn a forget set from a checkpoint. Retain-free methods read only the forget set."""
@@ -176,7 +191,8 @@ def forget(
     model, meta, task = _load_task(checkpoint, split_file, forget_file, data_dir)
     unlearner = get_method(method, **parse_options(method, option))
     seed_everything(meta.seed)
-    result, data, sw = apply_method(unlearner, model, task)
+    extra = as_surrogate(load_dataset(surrogate, data_dir).train, task.retain, surrogate_size, meta.seed) if surrogate else None
+    result, data, sw = apply_method(unlearner, model, task, extra)
     metrics = evaluate(result.model, task)
     png = save_unlearned(out, result, unlearner, meta, task, metrics, sw.seconds,
                          trace_stem=out.with_suffix(".trace") if trace else None, title=f"{method}: {checkpoint.name}")
@@ -230,7 +246,13 @@ def demo(
     # dip-and-recover rule never fires (the small-model regime) stops once the class is no longer recognised.
     chance = 100.0 / load_dataset(DEMO_PRESETS[preset]["dataset"]).train.num_classes
     entries = tuple((n, (("fa_floor", chance),) if n == "mumis" else ()) for n in names)
-    cfg = ExperimentConfig(task="full_class", target=forget_class, seed=seed, methods=entries, **DEMO_PRESETS[preset])
+    surrogate = DEMO_SURROGATES[preset] if "scar" in names else None
+    if surrogate and not _loadable(surrogate):
+        console.print(f"[yellow]scar skipped:[/] its surrogate data ({surrogate}) is not available here; "
+                      f"`mumis list` shows how to provide it")
+        entries, surrogate = tuple(e for e in entries if e[0] != "scar"), None
+    cfg = ExperimentConfig(task="full_class", target=forget_class, seed=seed, methods=entries, surrogate=surrogate,
+                           surrogate_size=2000, **DEMO_PRESETS[preset])
     with stopwatch() as sw:
         rows = run_experiment(cfg, out, cache_dir, show_progress=progress, console=console)
     print_table(rows, console, title=f"Full-class forgetting of class {forget_class} on {cfg.dataset} ({cfg.model}, seed {seed})")
@@ -249,6 +271,14 @@ def demo(
         f"{mumis_row.extra['irrelevant_sensitivity_0']:.3f} (the stop rule assumes target > irrelevant).\n"
         f"Rows → {out / 'results.json'}; trace plot → {out / 'trace-mumis.png'}  (total {sw.seconds:.0f} s)"
     )
+
+
+def _loadable(dataset: str) -> bool:
+    try:
+        load_dataset(dataset)
+        return True
+    except MumisError:
+        return False
 
 
 def _demo_methods(spec: str) -> list[str]:

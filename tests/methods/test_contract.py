@@ -29,9 +29,10 @@ def test_declaration(name):
 
 
 @pytest.mark.parametrize("name", list_methods())
-def test_grant_refuses_undeclared_and_requires_declared_data(name, digits_task):
+def test_grant_refuses_undeclared_and_requires_declared_data(name, digits_task, digits_surrogate):
     method = get_method(name)
-    offered = {"forget": digits_task.forget, "retain": digits_task.retain, "heldout": digits_task.test}
+    offered = {"forget": digits_task.forget, "retain": digits_task.retain, "heldout": digits_task.test,
+               "surrogate": digits_surrogate}
     for role in DataRole:
         if role not in method.needs and role.value in offered:
             with pytest.raises(DataAccessError):
@@ -56,24 +57,25 @@ class _Poisoned:
 
 
 @pytest.mark.parametrize("name", list_methods())
-def test_undeclared_roles_are_never_touched(name, digits_model, digits_task):
+def test_undeclared_roles_are_never_touched(name, digits_model, digits_task, digits_surrogate):
     """Run every method on a task whose undeclared roles are poisoned: a retain-free method never reaches D_r."""
     method = get_method(name, **({"show_progress": False} if "show_progress" in method_fields(name) else {}))
     small = dataclasses.replace(digits_task, forget=digits_task.forget.subset(range(16)))
     roles = {"forget": small.forget, "retain": small.retain}
     poisoned = dataclasses.replace(small, **{k: (v if DataRole(k) in method.needs else _Poisoned()) for k, v in roles.items()})
-    result, data, _ = apply_method(method, digits_model, poisoned)
+    surrogate = digits_surrogate if DataRole.SURROGATE in method.needs else _Poisoned()
+    result, data, _ = apply_method(method, digits_model, poisoned, surrogate)
     assert data.reads <= {r.value for r in method.needs}
     if method.retain_free:
         assert "retain" not in data.reads
 
 
 @pytest.mark.parametrize("name", list_methods())
-def test_runs_on_tiny_real_data_without_touching_the_input(name, digits_model, digits_task):
+def test_runs_on_tiny_real_data_without_touching_the_input(name, digits_model, digits_task, digits_surrogate):
     task = dataclasses.replace(digits_task, forget=digits_task.forget.subset(range(16)))
     before = copy.deepcopy(digits_model.state_dict())
     method = get_method(name, **({"show_progress": False} if "show_progress" in method_fields(name) else {}))
-    result, data, _ = apply_method(method, digits_model, task)
+    result, data, _ = apply_method(method, digits_model, task, digits_surrogate)
     assert isinstance(result, MethodResult) and result.stop_reason
     assert data.reads <= {r.value for r in method.needs}
     assert all(torch.isfinite(p).all() for p in result.model.parameters())

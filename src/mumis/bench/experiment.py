@@ -13,7 +13,16 @@ from torch import nn
 from mumis.bench.plots import plot_trace
 from mumis.bench.references import default_cache_dir, trained_reference
 from mumis.bench.results import ResultRow, config_hash, git_sha, write_json, write_rows
-from mumis.data import Split, TaskData, build_forget_set, load_dataset, make_split, task_from_views
+from mumis.data import (
+    ImageDataset,
+    Split,
+    TaskData,
+    as_surrogate,
+    build_forget_set,
+    load_dataset,
+    make_split,
+    task_from_views,
+)
 from mumis.methods import DataRole, GrantedData, MethodResult, UnlearningMethod, get_method, grant, quiet_method, run_method
 from mumis.metrics import avg_gap, evaluate
 from mumis.runtime import Stopwatch, peak_memory_mb, reset_peak_memory, seed_everything, stopwatch, versions
@@ -32,6 +41,8 @@ class ExperimentConfig:
     methods: tuple[tuple, ...] = (("mumis", ()),)
     data_dir: Optional[str] = None
     holdout_fraction: float = 0.2  # test share for datasets without an official test set
+    surrogate: Optional[str] = None  # another dataset whose images methods that declare a surrogate need may read
+    surrogate_size: int = 5000
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,11 +68,13 @@ def _row(name: str, cfg: ExperimentConfig, task: TaskData, metrics: dict, wall_s
     )
 
 
-def apply_method(method: UnlearningMethod, model: nn.Module, task: TaskData) -> tuple[MethodResult, GrantedData, Stopwatch]:
+def apply_method(
+    method: UnlearningMethod, model: nn.Module, task: TaskData, surrogate: Optional[ImageDataset] = None,
+) -> tuple[MethodResult, GrantedData, Stopwatch]:
     """Run ``method`` on ``task``: the task offers every role it has, the framework grants only the declared ones,
     so a retain-free method never holds a reference to D_r. Returns (result, granted data with its read log, timer)."""
     offered = {DataRole.FORGET: lambda: task.forget, DataRole.RETAIN: lambda: task.retain,
-               DataRole.HELDOUT: lambda: task.heldout}
+               DataRole.HELDOUT: lambda: task.heldout, DataRole.SURROGATE: lambda: surrogate}
     data = grant(method, **{role.value: offered[role]() for role in method.needs if role in offered})
     with stopwatch() as sw:
         result = run_method(method, model, data, task.num_classes)
@@ -114,12 +127,15 @@ def run_experiment(
                                                  forget_sha=forget_set.sha256, show_progress=show_progress, test=test)
     rows.insert(0, _row("retrain", cfg, task, evaluate(retrain, task), retrain_meta.wall_s, config_hash=base_hash))
 
+    surrogate = None
+    if cfg.surrogate:
+        surrogate = as_surrogate(load_dataset(cfg.surrogate, cfg.data_dir).train, train, cfg.surrogate_size, cfg.seed)
     for entry in cfg.methods:
         label, name, options = entry if len(entry) == 3 else (entry[0], *entry)
         method = get_method(name, **dict(options)) if show_progress else quiet_method(name, **dict(options))
         seed_everything(cfg.seed)
         reset_peak_memory()
-        result, data, sw = apply_method(method, original, task)
+        result, data, sw = apply_method(method, original, task, surrogate)
         metrics = evaluate(result.model, task)
         rows.append(_row(label, cfg, task, metrics, sw.seconds, steps=result.steps, stop_reason=result.stop_reason,
                          config_hash=config_hash({"base": base_hash, "method": name, "options": method.config_dict()}),

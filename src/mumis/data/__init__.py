@@ -14,9 +14,10 @@ from mumis.data.splits import (
     random_fraction,
     sub_class,
 )
+from mumis.data.surrogate import as_surrogate
 from mumis.data.task import TaskData, build_task, task_from_views
 
 __all__ = [
-    "DatasetBundle", "ImageDataset", "concat_datasets", "iter_batches", "list_datasets", "load_dataset", "register_dataset",
+    "DatasetBundle", "ImageDataset", "as_surrogate", "concat_datasets", "iter_batches", "list_datasets", "load_dataset", "register_dataset",
     "ForgetSet", "Split", "TaskData", "build_task", "task_from_views", "FORGET_REQUESTS", "atomic_write_text", "build_forget_set", "explicit_ids", "full_class", "make_split", "random_fraction", "sub_class",
 ]

@@ -12,6 +12,7 @@ from mumis.methods import (  # noqa: F401
     retrain,
     rl,
     salun,
+    scar,
     scrub,
     ssd,
 )

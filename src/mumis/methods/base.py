@@ -93,6 +93,14 @@ class UnlearningMethod(ABC):
         """Unlearn ``data.forget`` from ``model`` (already a private copy) and return the result."""
 
 
+_HINTS = {
+    DataRole.RETAIN: "It is not remaining-data-free: run it where the retain set is available, or pick a "
+                     "retain-free method (mumis, ga, jit, boundary_shrink).",
+    DataRole.SURROGATE: "Give another dataset's images as surrogate data (CLI: --surrogate DATASET; "
+                        "benchmark: ExperimentConfig(surrogate=...)).",
+}
+
+
 def grant(method: UnlearningMethod, **datasets: Optional[ImageDataset]) -> GrantedData:
     """Build the data a method may read. Data the method did not declare is refused, never passed along."""
     given = {DataRole(k): v for k, v in datasets.items() if v is not None}
@@ -104,7 +112,8 @@ def grant(method: UnlearningMethod, **datasets: Optional[ImageDataset]) -> Grant
         )
     missing = sorted(r.value for r in set(method.needs) - set(given))
     if missing:
-        raise MumisError(f"method {method.name!r} needs {', '.join(missing)} data, which was not given.")
+        hints = "".join(f" {_HINTS[r]}" for r in sorted(set(method.needs) - set(given)) if r in _HINTS)
+        raise MumisError(f"method {method.name!r} needs {', '.join(missing)} data, which was not given.{hints}")
     if DataRole.FORGET in given and len(given[DataRole.FORGET]) == 0:
         raise MumisError("the forget set is empty: there is nothing to unlearn.")
     return GrantedData(method.name, given)

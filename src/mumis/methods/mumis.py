@@ -23,7 +23,8 @@ from mumis.errors import MumisError
 from mumis.methods.base import DataRole, GrantedData, MethodResult, UnlearningMethod
 from mumis.methods.registry import register
 from mumis.methods.stopping import DipRecoverRule, HeldoutMatchRule, NeverRule, PlateauRule
-from mumis.models import logit_input_gradients, random_other_classes, squared_norms
+from mumis.metrics.accuracy import accuracy
+from mumis.models import classifier_head, logit_input_gradients, random_other_classes, squared_norms
 from mumis.progress import progress_bar
 from mumis.runtime import device
 
@@ -174,7 +175,7 @@ class MuMis(UnlearningMethod):
         def monitor() -> dict:
             stats = _forget_statistics(model, x_all, y_all, panel, cfg.batch_size, dev)
             if heldout is not None:
-                stats["heldout_acc"] = _accuracy(model, heldout, cfg.batch_size, dev)
+                stats["heldout_acc"] = accuracy(model, heldout, cfg.batch_size)
             return stats
 
         stats = monitor()
@@ -263,19 +264,10 @@ def _rule_input(cfg: MuMisConfig, row: dict) -> float:
     return row["loss"] if cfg.stop == "loss_plateau" else row["irrelevant"]
 
 
-@torch.no_grad()
-def _accuracy(model, data, batch_size, dev) -> float:
-    correct = sum((model(x.to(dev)).argmax(1) == y.to(dev)).sum().item() for x, y in iter_batches(data, batch_size))
-    return 100.0 * correct / len(data)
-
-
 def _trainable_parameters(model: nn.Module, update: str) -> list[nn.Parameter]:
     if update == "all":
         return list(model.parameters())
-    heads = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not heads:
-        raise MumisError("update='head' needs an nn.Linear classifier layer; this model has none (use update='all')")
-    return list(heads[-1].parameters())
+    return list(classifier_head(model).parameters())
 
 
 def _optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:

@@ -2,10 +2,11 @@
 from mumis.models import resnet as _resnet  # noqa: F401  (registers)
 from mumis.models import small as _small  # noqa: F401
 from mumis.models import vgg as _vgg  # noqa: F401
+from mumis.models.head import capture_features, classifier_head
 from mumis.models.registry import create_model, list_models, register_model
 from mumis.models.sensitivity import logit_input_gradients, logit_sensitivity, random_other_classes, squared_norms
 
 __all__ = [
-    "create_model", "list_models", "register_model",
+    "capture_features", "classifier_head", "create_model", "list_models", "register_model",
     "logit_input_gradients", "logit_sensitivity", "random_other_classes", "squared_norms",
 ]

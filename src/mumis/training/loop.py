@@ -54,7 +54,7 @@ def fit(
     loss_fn: LossFn = cross_entropy_loss,
     description: str = "train",
     show_progress: bool = True,
-    on_step: Optional[Callable[[int, torch.optim.Optimizer], None]] = None,
+    on_step: Optional[Callable[[int, torch.optim.Optimizer], Optional[bool]]] = None,
     params: Optional[Iterable[nn.Parameter]] = None,
     freeze_norm: bool = False,
 ) -> FitReport:
@@ -62,8 +62,9 @@ def fit(
 
     ``loss_fn(model, x, y)`` makes the loop reusable (cross-entropy for training, other objectives for
     fine-tuning methods); ``on_step(step, optimizer)`` runs after each optimiser step (e.g. to re-apply a
-    weight mask); ``params`` limits what the optimiser moves (default: every parameter); ``freeze_norm`` keeps
-    the model in eval mode, so BatchNorm statistics are not overwritten by the data of this loop.
+    weight mask) and ends training early by returning True; ``params`` limits what the optimiser moves
+    (default: every parameter); ``freeze_norm`` keeps the model in eval mode, so BatchNorm statistics are not
+    overwritten by the data of this loop.
     """
     generator = seed_everything(seed)
     dev = device()
@@ -73,7 +74,7 @@ def fit(
     per_epoch = math.ceil(len(data) / recipe.batch_size)
     total = per_epoch * recipe.epochs
     warmup = int(recipe.warmup_epochs * per_epoch)
-    step, last = 0, float("nan")
+    step, last, stop = 0, float("nan"), False
     with stopwatch() as sw, progress_bar(description, total, show_progress) as advance:
         for epoch in range(recipe.epochs):
             for x, y in iter_batches(data, recipe.batch_size, shuffle=True, generator=generator):
@@ -83,10 +84,13 @@ def fit(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                if on_step is not None:
-                    on_step(step, opt)
+                stop = on_step is not None and bool(on_step(step, opt))
                 step += 1
                 last = loss.item()
                 advance(f"epoch {epoch + 1}/{recipe.epochs} loss {last:.3f}")
+                if stop:
+                    break
+            if stop:
+                break
     model.eval()
     return FitReport(wall_s=sw.seconds, steps=step, final_loss=last)
