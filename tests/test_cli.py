@@ -86,6 +86,10 @@ def test_forget_refuses_to_overwrite_its_input(workdir):
       "--out", "{d}/x.safetensors", "--method", "nope"], "unknown method 'nope'"),
     (["forget", "{d}/original.safetensors", "--split", "{d}/split.json", "--forget", "{d}/forget.json",
       "--out", "{d}/x.safetensors", "--option", "learning_rate=1"], "bad --option"),
+    (["forget", "{d}/original.safetensors", "--split", "{d}/split.json", "--forget", "{d}/forget.json",
+      "--out", "{d}/x.safetensors", "--method", "scar"], "needs surrogate data"),
+    (["demo", "--preset", "tiny", "--out", "{d}/x", "--methods", "mumis,nope"], "unknown method(s) ['nope']"),
+    (["demo", "--preset", "tiny", "--out", "{d}/x", "--methods", "retrain"], "always the table's first rows"),
 ])
 def test_bad_input_gives_a_clear_error_and_writes_nothing(workdir, args, message):
     result = _run(*[a.format(d=workdir) for a in args], ok=False)
@@ -113,3 +117,25 @@ def test_checkpoint_that_does_not_match_its_model_is_refused(workdir, tmp_path):
     ckpt.with_suffix(".json").write_text(json.dumps(meta))
     result = _run("eval", ckpt, "--split", workdir / "split.json", "--forget", workdir / "forget.json", ok=False)
     assert result.exit_code == 2 and "does not match the model" in result.output
+
+
+@pytest.mark.parametrize("method,extra,reads", [
+    ("ft", ["--option", "epochs=1"], "['retain']"),
+    ("salun", ["--option", "epochs=1"], "['forget', 'retain']"),
+    ("scar", ["--surrogate", "mnist5k", "--surrogate-size", "300", "--option", "epochs=1"], "['forget', 'surrogate']"),
+])
+def test_forget_runs_any_registered_method(workdir, method, extra, reads):
+    out = workdir / f"{method}.safetensors"
+    result = _run("forget", workdir / "original.safetensors", "--split", workdir / "split.json", "--forget",
+                  workdir / "forget.json", "--out", out, "--method", method, *extra)
+    assert f"read {reads} data" in result.output and out.is_file()
+    assert json.loads(out.with_suffix(".json").read_text())["method"]["name"] == method
+
+
+def test_demo_with_several_methods(tmp_path):
+    out = tmp_path / "demo"
+    _run("demo", "--preset", "tiny", "--out", out, "--cache-dir", tmp_path / "cache", "--no-progress",
+         "--methods", "ga,ssd,mumis")
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in rows] == ["retrain", "original", "ga", "ssd", "mumis"]
+    assert rows[2]["extra"]["data_read"] == ["forget"] and rows[3]["extra"]["data_read"] == ["forget", "retain"]
