@@ -26,40 +26,57 @@ from mumis.bench import ExperimentConfig, run_experiment
 from mumis.training import TrainRecipe
 
 TASKS = {"full_class": 3, "random": 0.1}
-CLASS_VARIANTS = {  # label → MU-Mis options; the class-forgetting safeguard (chance-level FA floor) is added below
-    "paper": {},
-    "paper+floor": {"floor": True},
+P = {"variant": "paper"}  # every study row below varies the paper's setting unless it says "default"
+CLASS_VARIANTS = {  # label → MU-Mis options; "floor" adds the chance-level forget-accuracy safeguard (100/K %)
+    # the chosen default (variant="default": target term, classifier layer, curvature step, stop at FA 0), and the
+    # same run kept going to 300 steps (≥ 3× past its stop) with no stop rule: does it collapse?
+    "default": {},
+    "default+300steps": {"stop": "none", "fa_floor": None, "max_steps": 300},
+    "paper": {**P},
+    "paper+floor": {**P, "floor": True},
     "target_only+floor": {"variant": "target_only", "floor": True},
     "irrelevant_only+floor": {"variant": "irrelevant_only", "floor": True},
     "bounded+floor": {"variant": "bounded", "floor": True},
     "all_classes+floor": {"variant": "all_classes", "floor": True},
-    "momentum+floor": {"optimizer": "momentum", "lr": 1e-4, "floor": True},
-    "adam+floor": {"optimizer": "adam", "lr": 1e-4, "floor": True},
-    "scaled_lr+floor": {"lr_scale": "sensitivity", "lr": 1e-2, "floor": True},
+    "momentum+floor": {**P, "optimizer": "momentum", "lr": 1e-4, "floor": True},
+    "adam+floor": {**P, "optimizer": "adam", "lr": 1e-4, "floor": True},
+    "scaled_lr+floor": {**P, "lr_scale": "sensitivity", "lr": 1e-2, "floor": True},
     "bounded+scaled_lr+floor": {"variant": "bounded", "lr_scale": "sensitivity", "lr": 1e-2, "floor": True},
-    "head+scaled_lr+floor": {"update": "head", "lr_scale": "sensitivity", "lr": 0.1, "floor": True},
-    "head+scaled_lr+floor0": {"update": "head", "lr_scale": "sensitivity", "lr": 0.1, "fa_floor": 0.0},
+    "head+scaled_lr+floor": {**P, "update": "head", "lr_scale": "sensitivity", "lr": 0.1, "floor": True},
+    "head+scaled_lr+floor0": {**P, "update": "head", "lr_scale": "sensitivity", "lr": 0.1, "fa_floor": 0.0},
     "dynamic+floor": {"variant": "dynamic", "floor": True},
     "head+dynamic+scaled_lr+floor0": {"update": "head", "variant": "dynamic", "lr_scale": "sensitivity", "lr": 0.1,
                                       "fa_floor": 0.0},
     "head+dynamic+scaled_lr+75steps": {"update": "head", "variant": "dynamic", "lr_scale": "sensitivity", "lr": 0.1,
                                        "stop": "none", "max_steps": 75},
     # the same run kept going ~3× past where floor0 stops (19–26 steps): does it collapse?
-    "head+scaled_lr+75steps": {"update": "head", "lr_scale": "sensitivity", "lr": 0.1, "stop": "none", "max_steps": 75},
+    "head+scaled_lr+75steps": {**P, "update": "head", "lr_scale": "sensitivity", "lr": 0.1, "stop": "none",
+                               "max_steps": 75},
+    # round 2: the target term alone on the classifier layer (for a class request only row c of the head moves)
+    "head+target_only+scaled_lr+floor0": {"update": "head", "variant": "target_only", "lr_scale": "sensitivity",
+                                          "lr": 0.1, "fa_floor": 0.0},
+    "head+target_only+scaled_lr+300steps": {"update": "head", "variant": "target_only", "lr_scale": "sensitivity",
+                                            "lr": 0.1, "stop": "none", "max_steps": 300},
 }
 RANDOM_VARIANTS = {  # random forgetting: the retrain still classifies most of D_f, so no forget-accuracy floor
-    "paper": {},
+    # the default for a request of individual samples: held-out comparison (may stop before the first step)
+    "default(samples)": {"request": "samples", "check_every": 1},
+    "default+no_stop": {"fa_floor": None, "stop": "none", "max_steps": 300},
+    "paper": {**P},
     "bounded": {"variant": "bounded"},
     "bounded+plateau": {"variant": "bounded", "stop": "loss_plateau"},
-    "scaled_lr": {"lr_scale": "sensitivity", "lr": 1e-2},
+    "scaled_lr": {**P, "lr_scale": "sensitivity", "lr": 1e-2},
     "bounded+scaled_lr+plateau": {"variant": "bounded", "lr_scale": "sensitivity", "lr": 1e-2, "stop": "loss_plateau"},
-    "head+scaled_lr": {"update": "head", "lr_scale": "sensitivity", "lr": 0.1},
+    "head+scaled_lr": {**P, "update": "head", "lr_scale": "sensitivity", "lr": 0.1},
     # stop once D_f is classified no better than held-out data (half the test set; declared, never D_r)
-    "paper+heldout": {"stop": "heldout", "check_every": 1},
-    "scaled_lr+heldout": {"lr_scale": "sensitivity", "lr": 1e-2, "stop": "heldout", "check_every": 1},
-    "head+scaled_lr+heldout": {"update": "head", "lr_scale": "sensitivity", "lr": 0.1, "stop": "heldout", "check_every": 1},
+    "paper+heldout": {**P, "stop": "heldout", "check_every": 1},
+    "scaled_lr+heldout": {**P, "lr_scale": "sensitivity", "lr": 1e-2, "stop": "heldout", "check_every": 1},
+    "head+scaled_lr+heldout": {**P, "update": "head", "lr_scale": "sensitivity", "lr": 0.1, "stop": "heldout",
+                               "check_every": 1},
     "head+bounded+scaled_lr+plateau": {"update": "head", "variant": "bounded", "lr_scale": "sensitivity", "lr": 0.1,
                                        "stop": "loss_plateau"},
+    "head+target_only+curv.05+heldout_loss": {"lr": 0.05, "fa_floor": None, "stop": "heldout_loss", "check_every": 1},
+    "paper+curv.01+heldout_loss": {**P, "lr_scale": "curvature", "lr": 0.01, "stop": "heldout_loss", "check_every": 1},
 }
 
 
@@ -105,10 +122,13 @@ def run_grid(args) -> None:
                             f.write(json.dumps({"cell": list(cell), **asdict(r)}) + "\n")
 
 
-def summarise(path: str) -> None:
-    groups = defaultdict(list)
+def summarise(path: str, markdown: bool = False) -> None:
+    latest = {}  # one row per (cell, label): a cell rerun for new variants writes its reference rows again
     for line in Path(path).read_text().splitlines():
         r = json.loads(line)
+        latest[(tuple(r["cell"]), r["method"])] = r
+    groups = defaultdict(list)
+    for r in latest.values():
         groups[(r["dataset"], r["model"], r["task"], r["method"])].append(r)
     table = Table(title=f"MU-Mis variants vs retrain (mean over seeds) — {path}")
     for col in ("dataset", "model", "task", "variant", "n", "FA", "RA", "TA", "MIA", "Avg. Gap", "Gap w/o MIA",
@@ -122,6 +142,14 @@ def summarise(path: str) -> None:
         table.add_row(*key, str(len(rows)), *(f"{mean(rows, k):.2f}" for k in ("fa", "ra", "ta", "mia", "avg_gap", "avg_gap_no_mia")),
                       f"{statistics.fmean(steps):.0f}" if steps else "–", f"{mean(rows, 'wall_s'):.2f}",
                       ", ".join(f"{k}×{v}" for k, v in reasons.items()) or "–")
+    if markdown:  # the same rows as a markdown table, for docs/mumis-variants.md
+        headers = [c.header for c in table.columns]
+        cells = [c._cells for c in table.columns]
+        print("| " + " | ".join(headers) + " |")
+        print("|" + "---|" * len(headers))
+        for row in zip(*cells):
+            print("| " + " | ".join(row) + " |")
+        return
     Console(width=200).print(table)
 
 
@@ -136,9 +164,10 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", help="run only these variant labels (default: all)")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--summary", help="only print the table of an existing results file")
+    parser.add_argument("--markdown", action="store_true", help="print the summary as a markdown table")
     args = parser.parse_args()
     if args.summary:
-        summarise(args.summary)
+        summarise(args.summary, args.markdown)
         return
     run_grid(args)
     summarise(args.out)

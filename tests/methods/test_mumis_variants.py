@@ -4,10 +4,11 @@ import torch
 from torch import nn
 
 from mumis.errors import MumisError
-from mumis.methods import get_method, grant, mumis_loss, run_method
-from mumis.methods.mumis import VARIANTS
-from mumis.methods.stopping import NeverRule, PlateauRule
-from mumis.models import create_model
+from mumis.methods import DataRole, get_method, grant, mumis_loss, run_method
+from mumis.methods.mumis import VARIANTS, sharpest_curvature
+from mumis.methods.stopping import HeldoutMatchRule, NeverRule, PlateauRule
+from mumis.metrics.accuracy import accuracy
+from mumis.models import classifier_head, create_model
 
 
 def _per_sample_sq(model, x, cls):
@@ -75,20 +76,30 @@ def test_plateau_rule():
     assert fired == [False, False, False, False, True, True]
     assert not any(PlateauRule(2, 0.01).update(v) for v in [10, 9, 8, 7, 6, 5])
     assert not any(NeverRule().update(v) for v in range(100))
+    rule = HeldoutMatchRule()
+    assert [rule.update(m) for m in (-1, 2, 0)] == [False, False, True]  # t = 0 never fires
+    assert HeldoutMatchRule(tolerance=1.0, at_start=True).update(0.5)  # already within τ: stop before any step
 
 
 def test_presets_and_option_validation():
-    assert get_method("mumis").config.objective == "paper"
+    default, paper = get_method("mumis").config, get_method("mumis", variant="paper").config
+    assert (default.objective, default.update, default.lr_scale, default.fa_floor) == ("target_only", "head", "curvature", 0.0)
+    assert (paper.objective, paper.update, paper.lr_scale, paper.lr, paper.stop, paper.fa_floor) == (
+        "paper", "all", "fixed", 1e-3, "dip_recover", None)
     assert get_method("mumis", variant="bounded").config.objective == "bounded"
+    assert get_method("mumis", variant="bounded").config.update == "all"  # ablations vary the paper's setting
     assert get_method("mumis", variant="bounded", objective="paper").config.objective == "paper"
     assert set(VARIANTS) >= {"paper", "target_only", "irrelevant_only", "bounded", "all_classes"}
     with pytest.raises(MumisError, match="unknown MU-Mis variant"):
         get_method("mumis", variant="nope")
     with pytest.raises(MumisError, match="is not one of"):
         get_method("mumis", optimizer="lbfgs")
+    with pytest.raises(MumisError, match="request='everything' is not one of"):
+        get_method("mumis", request="everything")
 
 
 def _run(model, task, **options):
+    options.setdefault("variant", "paper")  # these tests pin down the paper's method and its variations
     method = get_method("mumis", show_progress=False, **options)
     return run_method(method, model, grant(method, forget=task.forget), task.num_classes)
 
@@ -181,3 +192,58 @@ def test_dynamic_weights_switch_terms_off_per_sample(setup):
     # every irrelevant term already at its bound: only samples whose target sensitivity is still on top pull
     at_bound, _, _ = mumis_loss(model, x, y, other, "dynamic", bound=0.5 * o.detach())
     assert torch.allclose(at_bound, ((t > o).double() * t).mean())
+
+
+def test_curvature_estimate_is_exact_on_a_quadratic():
+    """Power iteration with finite-difference Hessian-vector products recovers λ_max of ½ wᵀAw (= max eig of A)."""
+    torch.manual_seed(0)
+    q = torch.linalg.qr(torch.randn(6, 6))[0]
+    a = q @ torch.diag(torch.tensor([9.0, 4.0, 2.0, 1.0, 0.5, 0.1])) @ q.T
+    w = nn.Parameter(torch.randn(6))
+    before = w.detach().clone()
+    lam = sharpest_curvature(lambda: 0.5 * w @ a @ w, [w], iters=60)
+    assert lam == pytest.approx(9.0, rel=1e-2)
+    assert torch.equal(w.detach(), before)  # weights restored bit for bit
+
+
+def _default(model, task, **options):
+    method = get_method("mumis", show_progress=False, **options)
+    return run_method(method, model, grant(method, forget=task.forget), task.num_classes)
+
+
+def test_default_moves_only_the_forgotten_class_row_and_never_hurts_other_classes(digits_model, digits_task):
+    """Class request: only row c of the head moves, so no retained sample can lose its prediction; run far past the
+    stop (stop='none', 20× the steps) the objective is a bounded quadratic and the model still does not collapse."""
+    c = int(digits_task.forget.labels[0])
+    result = _default(digits_model, digits_task)
+    assert result.stop_reason == "fa_floor" and accuracy(result.model, digits_task.forget) == 0.0
+    assert result.info["lr"] == pytest.approx(0.5 / result.info["curvature"])
+    head0, head1 = classifier_head(digits_model), classifier_head(result.model)
+    rows = [k for k in range(10) if not torch.equal(head0.weight[k], head1.weight[k])]
+    assert rows == [c] and torch.equal(head0.bias, head1.bias)
+    before = digits_model(digits_task.retain.tensors()[0]).argmax(1)
+    after = result.model(digits_task.retain.tensors()[0]).argmax(1)
+    y = digits_task.retain.labels
+    assert not ((before == y) & (after != y)).any()  # nobody who was right became wrong
+    long = _default(digits_model, digits_task, stop="none", fa_floor=None, max_steps=20 * max(result.steps, 1))
+    assert accuracy(long.model, digits_task.retain) >= accuracy(digits_model, digits_task.retain)
+    assert accuracy(long.model, digits_task.forget) == 0.0
+
+
+def test_samples_request_needs_heldout_data_and_may_change_nothing(digits_model, digits_task):
+    """Individual samples that the model already classifies like unseen data: stop before the first step."""
+    method = get_method("mumis", show_progress=False, request="samples")
+    assert method.needs == {DataRole.FORGET, DataRole.HELDOUT} and method.config.stop == "heldout"
+    with pytest.raises(MumisError, match="needs heldout"):
+        grant(method, forget=digits_task.forget)
+    test = digits_task.test
+    looks_unseen = test.subset(range(1, len(test), 2))  # classified exactly like the held-out half
+    heldout = test.subset(range(0, len(test), 2))
+    result = run_method(method, digits_model, grant(method, forget=looks_unseen, heldout=heldout), 10)
+    assert result.steps == 0 and result.stop_reason == "heldout" and result.info["heldout_tolerance"] > 0
+    for a, b in zip(digits_model.state_dict().values(), result.model.state_dict().values()):
+        assert torch.equal(a, b)
+    members = digits_task.retain.subset(range(0, 300, 3))  # training samples (100 % accuracy vs 98–99 % held out)
+    result = run_method(method, digits_model, grant(method, forget=members, heldout=digits_task.test), 10)
+    assert result.stop_reason == "heldout" and result.steps < 20
+    assert result.trace[-1]["forget_acc"] - result.trace[-1]["heldout_acc"] <= result.info["heldout_tolerance"]

@@ -73,15 +73,19 @@ class NeverRule:
 class HeldoutMatchRule:
     """Fire once the forget set is classified no better than data the model never saw:
 
-        fire at t ≥ 1  if  FA_t − A^heldout_t ≤ 0,
+        fire at t ≥ 1 (t ≥ 0 with ``at_start``)  if  FA_t − A^heldout_t ≤ τ,
 
     fed with the margin m_t = FA_t − A^heldout_t (accuracies in %, both measured on the current weights). For random
     forgetting this is the retrained model's signature: it classifies D_f about as well as unseen data. It needs a
-    declared held-out set, never the retain set. The value at t = 0 (before unlearning) is never a reason to stop.
+    declared held-out set, never the retain set. By default the value at t = 0 is never a reason to stop; with
+    ``at_start`` a forget set that already looks unseen (within τ, e.g. the held-out accuracy's sampling error)
+    ends the run before any step — the model is returned unchanged.
     """
 
+    tolerance: float = 0.0
+    at_start: bool = False
     seen: int = field(default=0, init=False)
 
     def update(self, margin: float) -> bool:
         self.seen += 1
-        return self.seen > 1 and margin <= 0.0
+        return (self.seen > 1 or self.at_start) and margin <= self.tolerance

@@ -51,3 +51,9 @@ def resnet18(num_classes: int, in_channels: int = 3) -> nn.Module:
 def resnet_small(num_classes: int, in_channels: int = 1) -> nn.Module:
     """A small ResNet (1-1-1 blocks, widths 16-32-64) for 28×28 experiments on a CPU."""
     return ResNet((1, 1, 1), (16, 32, 64), num_classes, in_channels)
+
+
+@register_model
+def resnet_wide(num_classes: int, in_channels: int = 1) -> nn.Module:
+    """``resnet_small`` at twice the width (1-1-1 blocks, widths 32-64-128): the "wider ResNet" of issue 4's grid."""
+    return ResNet((1, 1, 1), (32, 64, 128), num_classes, in_channels)
