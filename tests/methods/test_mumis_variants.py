@@ -247,3 +247,17 @@ def test_samples_request_needs_heldout_data_and_may_change_nothing(digits_model,
     result = run_method(method, digits_model, grant(method, forget=members, heldout=digits_task.test), 10)
     assert result.stop_reason == "heldout" and result.steps < 20
     assert result.trace[-1]["forget_acc"] - result.trace[-1]["heldout_acc"] <= result.info["heldout_tolerance"]
+
+
+def test_heldout_loss_rule_watches_the_loss_margin(digits_model, digits_task):
+    """stop='heldout_loss' declares a held-out set and stops once mean forget loss ≥ mean held-out loss."""
+    method = get_method("mumis", show_progress=False, stop="heldout_loss", fa_floor=None, check_every=1,
+                        max_steps=40, lr=0.5)
+    assert DataRole.HELDOUT in method.needs
+    result = run_method(method, digits_model, grant(method, forget=digits_task.forget, heldout=digits_task.test), 10)
+    first, last = result.trace[0], result.trace[-1]
+    assert first["heldout_loss"] > first["forget_loss"]  # members start with the lower loss
+    if result.stop_reason == "heldout_loss":
+        assert last["forget_loss"] >= last["heldout_loss"]
+    else:
+        assert result.stop_reason == "max_steps" and result.steps == 40
