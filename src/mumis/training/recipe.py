@@ -22,10 +22,4 @@ class TrainRecipe:
 
     @property
     def sha256(self) -> str:
-        # Fields added after the first release are hashed only when they differ from their default, so the cache
-        # keys of models trained before they existed stay valid.
-        keyed = {k: v for k, v in self.to_dict().items() if k not in _LATER_FIELDS or v != _LATER_FIELDS[k]}
-        return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
-
-
-_LATER_FIELDS = {"optimizer": "sgd"}
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
