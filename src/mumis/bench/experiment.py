@@ -48,12 +48,12 @@ class ExperimentConfig:
         return asdict(self)
 
 
-def persisted_split(cfg: ExperimentConfig, bundle, cache_dir: Path) -> Split:
+def persisted_split(bundle, seed: int, cache_dir: Path, holdout_fraction: float = 0.2) -> Split:
     """The split for (dataset, seed), made on first use and read back from its index file ever after."""
-    path = cache_dir / "splits" / f"{cfg.dataset}-seed{cfg.seed}-{bundle.fingerprint()[:12]}.json"
+    path = cache_dir / "splits" / f"{bundle.name}-seed{seed}-{bundle.fingerprint()[:12]}.json"
     if path.is_file():
         return Split.load(path)
-    split = make_split(bundle, cfg.seed, cfg.holdout_fraction)
+    split = make_split(bundle, seed, holdout_fraction)
     split.save(path)
     return split
 
@@ -109,7 +109,7 @@ def run_experiment(
     console = console or Console()
     out_dir, cache_dir = Path(out_dir), Path(cache_dir) if cache_dir else default_cache_dir()
     bundle = load_dataset(cfg.dataset, cfg.data_dir)
-    split = persisted_split(cfg, bundle, cache_dir)
+    split = persisted_split(bundle, cfg.seed, cache_dir, cfg.holdout_fraction)
     train, test = split.materialise(bundle)
     forget_set = build_forget_set(cfg.task, train, split, cfg.target, seed=cfg.seed)
     split.save(out_dir / "split.json")

@@ -146,9 +146,18 @@ class ForgetSet(_HashedRecord):
     indices: np.ndarray = field(repr=False)
     forgotten_class: Optional[int] = None
     forgotten_fine: Optional[int] = None
+    forgotten_classes: Optional[list] = None  # a sequence of class requests, merged (sequential tasks)
+    forgotten_fines: Optional[list] = None
 
     kind = "forget-set"
     _ARRAYS = ("indices",)
+    _ADDED_LATER = ("forgotten_classes", "forgotten_fines")
+
+    def content(self) -> dict:
+        # Fields added after forget files were first written stay out of the hash while unset, so every
+        # forget.json written before them still loads (its stored SHA-256 still matches).
+        out = super().content()
+        return {k: v for k, v in out.items() if not (k in self._ADDED_LATER and v is None)}
 
     def check_split(self, split: Split) -> None:
         if self.split_sha256 != split.sha256:
@@ -166,10 +175,12 @@ class ForgetSet(_HashedRecord):
     def test_partition(self, test: ImageDataset) -> tuple[ImageDataset, Optional[ImageDataset]]:
         """(test without the forgotten class/sub-class, test of the forgotten class) for class requests;
         (whole test, None) for random and explicit requests."""
-        if self.forgotten_fine is not None:
-            gone = (test.fine_labels == self.forgotten_fine).numpy()
-        elif self.forgotten_class is not None:
-            gone = (test.labels == self.forgotten_class).numpy()
+        fines = [self.forgotten_fine] if self.forgotten_fine is not None else self.forgotten_fines
+        classes = [self.forgotten_class] if self.forgotten_class is not None else self.forgotten_classes
+        if fines:
+            gone = np.isin(test.fine_labels.numpy(), fines)
+        elif classes:
+            gone = np.isin(test.labels.numpy(), classes)
         else:
             return test, None
         return test.subset(np.flatnonzero(~gone)), test.subset(np.flatnonzero(gone))
@@ -223,6 +234,20 @@ def explicit_ids(split: Split, ids) -> ForgetSet:
         raise MumisError(f"sample ids {unknown[:10]} are not in this split's training set; a model cannot forget data it never saw.")
     idx = _nonempty(np.unique([position[int(i)] for i in ids]), "no ids were given")
     return ForgetSet("ids", {"count": len(idx)}, split.sha256, idx)
+
+
+def merge_requests(requests: list[ForgetSet]) -> ForgetSet:
+    """Everything a sequence of requests on one split has forgotten so far: the union of their samples, and of
+    their classes (full-class requests) or fine classes (sub-class requests) for the test partition."""
+    if not requests or len({r.split_sha256 for r in requests}) != 1:
+        raise MumisError("merge_requests needs at least one forget set, all drawn from the same split")
+    if len(requests) == 1:
+        return requests[0]
+    classes = [r.forgotten_class for r in requests if r.forgotten_class is not None]
+    fines = [r.forgotten_fine for r in requests if r.forgotten_fine is not None]
+    idx = np.unique(np.concatenate([r.indices for r in requests]))
+    return ForgetSet("sequence", {"requests": [{"request": r.request, **r.params} for r in requests]},
+                     requests[0].split_sha256, idx, forgotten_classes=classes or None, forgotten_fines=fines or None)
 
 
 FORGET_REQUESTS = ("full_class", "sub_class", "random")

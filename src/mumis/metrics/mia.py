@@ -40,3 +40,62 @@ def mia_efficacy(model: nn.Module, retain: ImageDataset, test: ImageDataset, for
     shadow_in = retain.subset(np.arange(min(len(test), len(retain))))
     conf = [true_class_confidence(predict_logits(model, d), d.labels) for d in (shadow_in, test, forget)]
     return mia_efficacy_from_confidence(*conf)
+
+
+def mia_efficacy_stratified(
+    model: nn.Module, retain: ImageDataset, test: ImageDataset, forget: ImageDataset, seed: int = 0, max_per_side: int = 5000,
+) -> float:
+    """MIA-efficacy (%) with a seeded, class-stratified shadow set instead of SalUn's first-n slice.
+
+    Same attack and score as :func:`mia_efficacy`, but shadow "out" = ``min(|D_t|, max_per_side)`` test samples
+    drawn at random, and shadow "in" = the same number of retain samples drawn at random **with the test draw's class
+    proportions** (the first-n slice follows dataset order, which for some datasets is sorted by class). The cap
+    keeps the RBF-SVC fit affordable on 10k-sample test sets.
+    """
+    rng = np.random.default_rng(seed)
+    out_idx = rng.permutation(len(test))[: min(len(test), max_per_side)]
+    test_labels = test.labels.numpy()[out_idx]
+    retain_labels = retain.labels.numpy()
+    in_idx = []
+    for c, count in zip(*np.unique(test_labels, return_counts=True)):
+        pool = np.flatnonzero(retain_labels == c)
+        in_idx.append(rng.choice(pool, size=min(count, len(pool)), replace=False))
+    shadow_in, shadow_out = retain.subset(np.concatenate(in_idx)), test.subset(out_idx)
+    conf = [true_class_confidence(predict_logits(model, d), d.labels) for d in (shadow_in, shadow_out, forget)]
+    return mia_efficacy_from_confidence(*conf)
+
+
+def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """Cross-entropy ℓ_i = −log softmax(f(x_i))_{y_i}, clipped to [−100, 100] as the SCRUB / challenge code does."""
+    loss = torch.nn.functional.cross_entropy(logits.double(), labels, reduction="none")
+    return loss.clamp(-100, 100).numpy()
+
+
+def loss_mia_from_losses(forget_loss: np.ndarray, test_loss: np.ndarray, seed: int = 0, folds: int = 5) -> float:
+    """Cross-validated accuracy (%) of a logistic regression telling forget from test samples by their loss.
+
+    Both sets are cut to the smaller size by a seeded random draw, then ``folds``-fold stratified CV accuracy of
+    ``LogisticRegression`` on the loss (forget = 1, test = 0). 50 = indistinguishable; the retrain model is the
+    reference (for a random forget set its value is ~50; for a forgotten class the test side should come from
+    the same class, see :func:`loss_mia`).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    rng = np.random.default_rng(seed)
+    n = min(len(forget_loss), len(test_loss))
+    if n < folds:
+        return float("nan")
+    x = np.concatenate([rng.choice(forget_loss, n, replace=False), rng.choice(test_loss, n, replace=False)]).reshape(-1, 1)
+    y = np.concatenate([np.ones(n), np.zeros(n)])
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return 100.0 * float(cross_val_score(LogisticRegression(), x, y, cv=cv, scoring="accuracy").mean())
+
+
+def loss_mia(model: nn.Module, forget: ImageDataset, test: ImageDataset, seed: int = 0) -> float:
+    """Loss-based MIA (NeurIPS 2023 unlearning-challenge style), in percent; see :func:`loss_mia_from_losses`.
+
+    ``test`` should be the unseen samples that are comparable to D_f: the whole test set for random requests,
+    the forgotten class's test samples for class requests."""
+    losses = [per_sample_loss(predict_logits(model, d), d.labels) for d in (forget, test)]
+    return loss_mia_from_losses(*losses, seed=seed)

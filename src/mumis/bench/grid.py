@@ -1,0 +1,185 @@
+"""A benchmark grid: datasets × models × tasks × methods × seeds, described in a TOML file.
+
+```toml
+name = "demo"
+datasets = ["mnist5k"]
+models = ["small_cnn"]
+seeds = [0, 1, 2]
+
+[recipe]                      # the TrainRecipe of every original and retrain model (fields of TrainRecipe)
+epochs = 20
+
+[[tasks]]
+kind = "full_class"           # full_class | sub_class | random | sequential (see mumis.data.tasks)
+target = 3
+
+[[methods]]
+name = "mumis"
+task_options = { random = { request = "samples" } }   # options added for one task kind only
+
+[suite]                       # fields of mumis.metrics.SuiteOptions
+relearn_max_steps = 200
+```
+
+Every (dataset, model, task, seed) contributes two reference cells (``original``, ``retrain``) and one cell per
+method; a cell's key is the SHA-256 of everything that determines its result, so a grid that is edited and rerun
+recomputes only the cells whose configuration changed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Optional
+
+from mumis.data import TaskSpec, parse_task
+from mumis.errors import MumisError
+from mumis.methods import method_options
+from mumis.metrics import SuiteOptions
+from mumis.training import TrainRecipe
+
+REFERENCE_ROLES = ("original", "retrain")
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    name: str
+    label: str = ""  # the row's name (default: the method's name)
+    options: tuple = ()  # sorted (key, value) pairs for every task
+    task_options: tuple = ()  # (task kind, sorted (key, value) pairs)
+
+    def options_for(self, kind: str) -> dict:
+        return {**dict(self.options), **dict(dict(self.task_options).get(kind, ()))}
+
+    @property
+    def row_label(self) -> str:
+        return self.label or self.name
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work and one entry in the results database: a reference model or a method run."""
+
+    dataset: str  # as the task uses it (sub-class tasks: the super-class view)
+    model: str
+    task: TaskSpec
+    seed: int
+    role: str  # "original", "retrain" or "method"
+    method: Optional[MethodEntry] = None
+    recipe: TrainRecipe = field(default_factory=TrainRecipe)
+    suite: SuiteOptions = field(default_factory=SuiteOptions)
+
+    @property
+    def label(self) -> str:
+        return self.method.row_label if self.method else self.role
+
+    @property
+    def group(self) -> tuple:
+        """Cells sharing data, split, references: (dataset, model, task, seed, recipe)."""
+        return (self.dataset, self.model, json.dumps(self.task.to_dict(), sort_keys=True), self.seed,
+                json.dumps(self.recipe.to_dict(), sort_keys=True))
+
+    def describe(self) -> dict:
+        out = {"dataset": self.dataset, "model": self.model, "task": self.task.to_dict(), "seed": self.seed,
+               "role": self.role, "recipe": self.recipe.to_dict(), "suite": self.suite.to_dict()}
+        if self.method:
+            out["method"] = {"name": self.method.name, "label": self.method.row_label,
+                             "options": self.method.options_for(self.task.kind)}
+        return out
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(self.describe(), sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    name: str
+    datasets: tuple[str, ...]
+    models: tuple[str, ...]
+    tasks: tuple[TaskSpec, ...]
+    methods: tuple[MethodEntry, ...]
+    seeds: tuple[int, ...] = (0,)
+    recipe: TrainRecipe = field(default_factory=TrainRecipe)
+    suite: SuiteOptions = field(default_factory=SuiteOptions)
+    data_dir: Optional[str] = None
+
+    def cells(self) -> list[Cell]:
+        """Every cell, grouped so that cells sharing references are adjacent (references first)."""
+        out = []
+        for dataset in self.datasets:
+            for model in self.models:
+                for task in self.tasks:
+                    for seed in self.seeds:
+                        common = dict(dataset=task.dataset_for(dataset), model=model, task=task, seed=seed,
+                                      recipe=self.recipe, suite=SuiteOptions(**{**asdict(self.suite), "seed": seed}))
+                        out += [Cell(role=role, **common) for role in REFERENCE_ROLES]
+                        out += [Cell(role="method", method=m, **common) for m in self.methods]
+        return out
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _typed(cls, table: dict, what: str):
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise MumisError(f"unknown key(s) {unknown} in [{what}]; allowed: {sorted(known)}")
+    return cls(**table)
+
+
+def _method_entry(table: dict) -> MethodEntry:
+    if "name" not in table:
+        raise MumisError(f"a [[methods]] entry needs a name; got {table}")
+    unknown = sorted(set(table) - {"name", "label", "options", "task_options"})
+    if unknown:
+        raise MumisError(f"unknown key(s) {unknown} in [[methods]] {table['name']!r}; use name, label, options, task_options")
+    accepted = method_options(table["name"])  # also rejects an unknown method name
+    per_task = table.get("task_options", {})
+    for opts in [table.get("options", {}), *per_task.values()]:
+        bad = sorted(set(opts) - accepted)
+        if bad:
+            raise MumisError(f"method {table['name']!r} has no option(s) {bad}; its options are {sorted(accepted)}")
+    return MethodEntry(table["name"], table.get("label", ""), tuple(sorted(table.get("options", {}).items())),
+                       tuple(sorted((k, tuple(sorted(v.items()))) for k, v in per_task.items())))
+
+
+def parse_grid(text: str, source: str = "grid") -> GridSpec:
+    """A GridSpec from TOML text; every key is checked, so a typo is an error, not a silently ignored setting."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise MumisError(f"{source} is not valid TOML: {err}") from None
+    allowed = {"name", "datasets", "models", "tasks", "methods", "seeds", "recipe", "suite", "data_dir"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise MumisError(f"unknown key(s) {unknown} in {source}; allowed: {sorted(allowed)}")
+    missing = [k for k in ("datasets", "models", "tasks", "methods") if not raw.get(k)]
+    if missing:
+        raise MumisError(f"{source} must list {', '.join(missing)}")
+    return GridSpec(
+        name=raw.get("name", Path(source).stem), datasets=tuple(raw["datasets"]), models=tuple(raw["models"]),
+        tasks=tuple(parse_task(t) for t in raw["tasks"]), methods=tuple(_method_entry(m) for m in raw["methods"]),
+        seeds=tuple(int(s) for s in raw.get("seeds", [0])), recipe=_typed(TrainRecipe, raw.get("recipe", {}), "recipe"),
+        suite=_typed(SuiteOptions, raw.get("suite", {}), "suite"), data_dir=raw.get("data_dir"),
+    )
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name.removesuffix(".toml") for p in resources.files("mumis.bench.presets").iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def load_grid(name_or_path: str | Path) -> GridSpec:
+    """A grid file, or the name of a shipped preset (``demo``, ``fmnist``, ``paper``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return parse_grid(path.read_text(), str(path))
+    if str(name_or_path) in preset_names():
+        text = resources.files("mumis.bench.presets").joinpath(f"{name_or_path}.toml").read_text()
+        return parse_grid(text, f"preset {name_or_path}")
+    raise MumisError(f"{name_or_path} is neither a grid file nor a preset; presets: {', '.join(preset_names())}")

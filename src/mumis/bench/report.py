@@ -1,0 +1,183 @@
+"""`mumis report DB`: markdown tables in the paper's layout and the paper's figures, from the results database.
+
+Tables: one per (dataset, model, task); rows = methods with the retrained model first, columns FA / RA / TA / MIA /
+Avg. Gap / time, each the mean ± 95 % CI half-width over seeds (Student t; no ± with one seed). A second table per
+task holds the rest of the evaluation suite. Sequential tasks are reported at their last step, with the per-step
+Avg. Gap and KL as figures (the paper's Figs. 5 and 7).
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mumis.bench.plots import plot_trace  # noqa: E402
+from mumis.bench.store import ResultStore  # noqa: E402
+from mumis.data import atomic_write_text  # noqa: E402
+from mumis.metrics import mean_ci  # noqa: E402
+
+MAIN_COLUMNS = (("FA", "fa"), ("RA", "ra"), ("TA", "ta"), ("MIA", "mia"), ("Avg. Gap", "avg_gap"), ("Time (s)", "wall_s"))
+SUITE_COLUMNS = (("Gap w/o MIA", "avg_gap_no_mia"), ("ToW", "tow"), ("MIA strat.", "mia_stratified"),
+                 ("Loss-MIA", "mia_loss"), ("KL→rt", "kl"), ("JS→rt", "js"), ("Relearn steps", "relearn_steps"),
+                 ("‖∇f_c‖", "target_sens"), ("‖∇f_c'‖", "irrelevant_sens"), ("↑ f_c %", "target_up"),
+                 ("↑ f_c' %", "irrelevant_up"), ("↑ gap %", "gap_up"))
+
+
+def _cell(values: list, digits: int = 2) -> str:
+    mean, half = mean_ci([v if v is not None else math.nan for v in values])
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.{digits}f}" if math.isnan(half) else f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
+def _method_order(rows: list[dict]) -> list[str]:
+    seen = []
+    for r in rows:
+        if r["method"] not in seen:
+            seen.append(r["method"])
+    refs = [m for m in ("retrain", "original") if m in seen]
+    return refs + [m for m in seen if m not in refs]
+
+
+def _table(rows: list[dict], columns) -> list[str]:
+    by_method = defaultdict(list)
+    for r in rows:
+        by_method[r["method"]].append(r)
+    lines = ["| Method | " + " | ".join(c for c, _ in columns) + " | seeds |", "|---" * (len(columns) + 2) + "|"]
+    for m in _method_order(rows):
+        group = by_method[m]
+        digits = {"tow": 3, "kl": 3, "js": 3, "relearn_steps": 1}
+        cells = [_cell([r.get(k) for r in group], digits.get(k, 2)) for _, k in columns]
+        name = f"**{m}**" if m == "retrain" else m
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {len(group)} |")
+    return lines
+
+
+def _slug(*parts) -> str:
+    return "-".join(str(p) for p in parts).replace("=", "").replace(",", "_").replace("(", "").replace(")", "").replace("/", "_")
+
+
+def _fig_sensitivity(profiles: dict, title: str, path: Path) -> Path:
+    """Figs. 2–3: full-Jacobian sensitivity of D_f at random init / trained / retrained; target vs irrelevant."""
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    for role, colour in (("init", "tab:grey"), ("original", "tab:blue"), ("retrain", "tab:green")):
+        values = np.asarray(profiles[role]["full"])
+        axes[0].hist(np.log10(values + 1e-12), bins=40, alpha=0.6, color=colour, label=role)
+    axes[0].set(title="Fig. 2: ‖∇x f‖_F on D_f", xlabel="log10 sensitivity", ylabel="samples")
+    axes[0].legend(fontsize=8)
+    for ax, role in ((axes[1], "init"), (axes[2], "original")):
+        t, o = np.asarray(profiles[role]["target"]), np.asarray(profiles[role]["irrelevant"])
+        bins = np.linspace(0, max(t.max(), o.max()) * 1.05, 40)
+        ax.hist(t, bins=bins, alpha=0.6, label="target ‖∇x f_c‖")
+        ax.hist(o, bins=bins, alpha=0.6, label="irrelevant mean ‖∇x f_c'‖")
+        ax.set(title=f"Fig. 3: {role} model", xlabel="sensitivity")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _fig_delta(rows_by_task: dict, title: str, path: Path) -> Path:
+    """Fig. 4: % of D_f samples whose sensitivity rose against the original model, per method and task."""
+    tasks = list(rows_by_task)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        rows = [r for r in rows_by_task[task] if r["method"] != "original"]
+        methods = _method_order(rows)
+        x = np.arange(len(methods))
+        for i, (key, label) in enumerate((("target_up", "‖∇f_c‖"), ("irrelevant_up", "‖∇f_c'‖"), ("gap_up", "gap"))):
+            means = [mean_ci([r.get(key) for r in rows if r["method"] == m])[0] for m in methods]
+            ax.bar(x + (i - 1) * 0.27, means, 0.27, label=f"{label} rose")
+        ax.axhline(50, color="grey", lw=0.6)
+        ax.set_xticks(x, methods, rotation=45, ha="right", fontsize=8)
+        ax.set(title=task, ylabel="% of D_f samples", ylim=(0, 100))
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _fig_sequential(rows: list[dict], title: str, path: Path) -> Path:
+    """Figs. 5 and 7: Avg. Gap, FA on everything forgotten so far, and KL to the retrained model, per step."""
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    for m in _method_order(rows):
+        if m == "retrain":
+            continue
+        steps = sorted({r["step"] for r in rows if r["method"] == m})
+        for ax, key in zip(axes, ("avg_gap", "fa", "kl")):
+            ax.plot(steps, [mean_ci([r.get(key) for r in rows if r["method"] == m and r["step"] == s])[0] for s in steps],
+                    "o-", label=m)
+    for ax, t in zip(axes, ("Fig. 5: Avg. Gap to retrain", "FA on all forgotten so far (%)", "Fig. 7: KL(retrain ‖ model) on D_f")):
+        ax.set(title=t, xlabel="requests served")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_report(db: str | Path, out_dir: str | Path, title: str = "") -> Path:
+    """Write ``report.md`` and its PNG figures into ``out_dir``; returns the markdown path."""
+    out_dir = Path(out_dir)
+    fig_dir = out_dir / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    with ResultStore(db) as store:
+        rows, failures, sensitivity = store.rows(), store.failures(), store.artifacts("sensitivity")
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(r["dataset"], r["model"], r["task"])].append(r)
+    seeds = sorted({r["seed"] for r in rows})
+    lines = [f"# {title or 'mumis benchmark report'}", "",
+             f"{len(rows)} result rows from `{Path(db).name}`; seeds {seeds}; git {sorted({str(r.get('git_sha'))[:10] for r in rows})}; "
+             f"mumis {sorted({r['versions'].get('mumis') for r in rows})}, torch {sorted({r['versions'].get('torch') for r in rows})}.",
+             "Cells: mean ± 95 % CI half-width over seeds (Student t). Accuracies, MIA and Avg. Gap in percent points; "
+             "Avg. Gap = mean |Δ| of FA, RA, TA, MIA against the retrained model of the same seed; time = training time for "
+             "retrain/original, unlearning time for methods.", ""]
+    if failures:
+        lines += [f"**{len(failures)} failed cell(s)** (rerun `mumis bench` to retry them):", ""]
+        lines += [f"- {f['label']}: `{f['error'][:200]}`" for f in failures] + [""]
+    by_dataset_model = defaultdict(dict)
+    for (dataset, model, task), group in groups.items():
+        last = max(r["step"] for r in group)
+        final = [r for r in group if r["step"] == last]
+        kind = group[0]["task_kind"]
+        heading = f"## {dataset} · {model} · {task}"
+        if kind == "sequential":
+            heading += f" (after request {last} of {last})"
+        lines += [heading, "", *_table(final, MAIN_COLUMNS), "", "Evaluation suite:", "", *_table(final, SUITE_COLUMNS), ""]
+        if kind == "sequential":
+            path = _fig_sequential(group, f"{dataset} · {model} · {task}", fig_dir / f"sequential-{_slug(dataset, model, task)}.png")
+            lines += [f"![sequential]({path.relative_to(out_dir)})", ""]
+        else:
+            by_dataset_model[(dataset, model)][task] = final
+        mumis_rows = sorted((r for r in final if r["method_name"] == "mumis" and r.get("trace")), key=lambda r: r["seed"])
+        if mumis_rows:
+            r = mumis_rows[0]
+            path = plot_trace(r["trace"], r.get("stop_reason", ""), fig_dir / f"trace-{_slug(dataset, model, task)}.png",
+                              title=f"MU-Mis on {dataset} · {model} · {task} (seed {r['seed']}, step {r['step']})")
+            lines += [f"![MU-Mis trace]({path.relative_to(out_dir)})", ""]
+    if by_dataset_model:
+        lines += ["## Input-sensitivity diagnostics", ""]
+    for (dataset, model), tasks in by_dataset_model.items():
+        path = _fig_delta(tasks, f"Fig. 4: Δ rise ratios on D_f ({dataset} · {model})", fig_dir / f"delta-{_slug(dataset, model)}.png")
+        lines += [f"![delta]({path.relative_to(out_dir)})", ""]
+    for spec, payload in sorted(sensitivity, key=lambda sp: (sp[0]["dataset"], sp[0]["model"], sp[0]["seed"])):
+        if spec["seed"] != min(seeds) or spec["task"]["kind"] != "full_class":
+            continue
+        name = f"{spec['dataset']} · {spec['model']} · full_class={spec['task']['target']} (seed {spec['seed']})"
+        path = _fig_sensitivity(payload, name, fig_dir / f"sensitivity-{_slug(spec['dataset'], spec['model'])}.png")
+        lines += [f"![sensitivity]({path.relative_to(out_dir)})", ""]
+    report = out_dir / "report.md"
+    atomic_write_text(report, "\n".join(lines))
+    return report

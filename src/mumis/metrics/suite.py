@@ -1,0 +1,73 @@
+"""The evaluation suite: every number a benchmark row carries, for one model on one task step."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import numpy as np
+from torch import nn
+
+from mumis.data import TaskData
+from mumis.metrics.divergence import divergence_to_reference
+from mumis.metrics.evaluate import evaluate
+from mumis.metrics.mia import loss_mia, mia_efficacy_stratified
+from mumis.metrics.relearn import relearn_steps
+from mumis.metrics.sensitivity import probe_samples, rise_fractions, sensitivity_profile
+
+
+@dataclass(frozen=True)
+class SuiteOptions:
+    seed: int = 0  # the stratified MIA's and the loss MIA's draws, relearn's data order
+    relearn: bool = True
+    relearn_threshold: float = 5.0  # points below the original model's FA that count as "relearnt"
+    relearn_lr: float = 0.01
+    relearn_max_steps: int = 200
+    sensitivity_samples: int = 512  # D_f samples the sensitivity diagnostics read (a seeded subsample)
+    mia_cap: int = 5000  # per-side cap of the stratified MIA's shadow sets
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SuiteContext:
+    """What the suite compares against, computed once per task step: the retrained model, the original
+    model's FA on D_f and its sensitivity profile on the probe samples."""
+
+    reference: Optional[nn.Module]
+    original_fa: float
+    original_profile: dict
+    probe: object  # the D_f samples of the sensitivity diagnostics
+
+    @classmethod
+    def build(cls, task: TaskData, original: nn.Module, reference: Optional[nn.Module], options: SuiteOptions) -> "SuiteContext":
+        from mumis.metrics.accuracy import accuracy
+
+        probe = probe_samples(task.forget, options.sensitivity_samples, options.seed)
+        return cls(reference, accuracy(original, task.forget), sensitivity_profile(original, probe), probe)
+
+
+def evaluate_suite(model: nn.Module, task: TaskData, context: SuiteContext, options: SuiteOptions = SuiteOptions()) -> dict:
+    """FA, RA, TA, MIA (SalUn-exact) and forgotten-class TA (:func:`~mumis.metrics.evaluate`), plus
+
+    - ``mia_stratified``: MIA-efficacy with a seeded, class-stratified shadow set;
+    - ``mia_loss``: loss-based LR MIA accuracy, D_f vs unseen comparable samples (the forgotten class's test
+      samples for class tasks, the test set otherwise); 50 = indistinguishable;
+    - ``kl`` / ``js``: divergence of this model's softmax on D_f from the retrained model's (Fig. 7);
+    - ``relearn_steps``: fine-tuning steps on D_f until FA is within the threshold of the original's FA;
+    - ``target_sens`` / ``irrelevant_sens`` / ``full_sens``: mean input sensitivity on the probe samples, and
+      ``target_up`` / ``irrelevant_up`` / ``gap_up``: % of them that rose against the original model.
+    """
+    out = evaluate(model, task)
+    out["mia_stratified"] = mia_efficacy_stratified(model, task.retain, task.test, task.forget, options.seed, options.mia_cap)
+    unseen = task.test_forgotten if task.test_forgotten is not None and len(task.test_forgotten) else task.test
+    out["mia_loss"] = loss_mia(model, task.forget, unseen, options.seed)
+    if context.reference is not None:
+        out.update(divergence_to_reference(model, context.reference, task.forget))
+    if options.relearn:
+        out["relearn_steps"] = relearn_steps(model, task.forget, context.original_fa, options.relearn_threshold,
+                                             options.relearn_lr, max_steps=options.relearn_max_steps, seed=options.seed)
+    profile = sensitivity_profile(model, context.probe)
+    out.update({f"{k}_sens": float(np.mean(v)) for k, v in profile.items()})
+    out.update(rise_fractions(context.original_profile, profile))
+    return out
