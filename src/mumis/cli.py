@@ -1,6 +1,7 @@
 """The ``mumis`` command line: split, train, forget, eval, demo. Thin: every command calls the library."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 import typing
 from functools import wraps
@@ -12,7 +13,10 @@ from rich.console import Console
 
 from mumis.bench import ExperimentConfig, print_table, run_experiment
 from mumis.bench.experiment import apply_method, save_unlearned
+from mumis.bench.grid import load_grid, preset_names
+from mumis.bench.report import print_gap_summary, write_report
 from mumis.bench.results import ResultRow
+from mumis.bench.runner import run_grid
 from mumis.data import (
     ForgetSet,
     Split,
@@ -269,6 +273,45 @@ def demo(
         f"(chosen from the curvature of the objective; `mumis forget --option variant=paper` runs the published method).\n"
         f"Rows → {out / 'results.json'}; trace plot → {out / 'trace-mumis.png'}  (total {sw.seconds:.0f} s)"
     )
+
+
+@app.command()
+@friendly_errors
+def bench(
+    grid: str = typer.Argument(..., help="a grid file (TOML) or a shipped preset: " + ", ".join(preset_names())),
+    db: Optional[Path] = typer.Option(None, help="the SQLite results database (default runs/bench/<grid name>.sqlite); "
+                                                 "rerunning with the same database resumes the grid"),
+    cache_dir: Optional[Path] = typer.Option(None, help="where original/retrain models are cached (default ~/.cache/mumis)"),
+    data_dir: Optional[Path] = typer.Option(None, help="where user-supplied dataset files live (overrides the grid's)"),
+    progress: bool = typer.Option(True, help="show the progress bar"),
+):
+    """Run a benchmark grid; every finished cell is committed at once, so a killed run resumes where it stopped."""
+    spec = load_grid(grid)
+    if data_dir is not None:
+        spec = dataclasses.replace(spec, data_dir=str(data_dir))
+    db = db or Path("runs/bench") / f"{spec.name}.sqlite"
+    outcome = run_grid(spec, db, cache_dir, show_progress=progress, console=console)
+    print_gap_summary(db, console, title=f"Avg. Gap to retrain (mean over seeds) — grid {spec.name}")
+    console.print(f"{outcome.finished} cells run, {outcome.skipped} already done, {len(outcome.failed)} failed, "
+                  f"{outcome.wall_s:.0f} s → {db}\nReport: mumis report {db}")
+    for line in outcome.failed:
+        err_console.print(f"[red]failed:[/] {line}")
+    if outcome.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly_errors
+def report(
+    db: Path = typer.Argument(..., help="a results database written by `mumis bench`"),
+    out: Optional[Path] = typer.Option(None, help="folder for report.md and figures/ (default: beside the database)"),
+    title: str = typer.Option("", help="the report's heading"),
+):
+    """Markdown tables in the paper's layout and PNG figures from a results database."""
+    if not db.is_file():
+        raise MumisError(f"{db} does not exist; run `mumis bench GRID --db {db}` first")
+    path = write_report(db, out or db.with_suffix(""), title)
+    console.print(f"report → {path}")
 
 
 def _loadable(dataset: str) -> bool:

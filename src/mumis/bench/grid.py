@@ -9,9 +9,13 @@ seeds = [0, 1, 2]
 [recipe]                      # the TrainRecipe of every original and retrain model (fields of TrainRecipe)
 epochs = 20
 
+[recipes.fashion_mnist]       # optional per-dataset overrides of [recipe]
+epochs = 8
+
 [[tasks]]
 kind = "full_class"           # full_class | sub_class | random | sequential (see mumis.data.tasks)
 target = 3
+datasets = ["mnist5k"]        # optional: run this task on these of the grid's datasets only
 
 [[methods]]
 name = "mumis"
@@ -96,26 +100,41 @@ class Cell:
 
 
 @dataclass(frozen=True)
+class GridTask:
+    task: TaskSpec
+    datasets: tuple[str, ...] = ()  # run on these of the grid's datasets only (empty: all of them)
+
+    def applies_to(self, dataset: str) -> bool:
+        return not self.datasets or dataset in self.datasets
+
+
+@dataclass(frozen=True)
 class GridSpec:
     name: str
     datasets: tuple[str, ...]
     models: tuple[str, ...]
-    tasks: tuple[TaskSpec, ...]
+    tasks: tuple[GridTask, ...]
     methods: tuple[MethodEntry, ...]
     seeds: tuple[int, ...] = (0,)
     recipe: TrainRecipe = field(default_factory=TrainRecipe)
+    recipes: tuple = ()  # (dataset, TrainRecipe) overrides
     suite: SuiteOptions = field(default_factory=SuiteOptions)
     data_dir: Optional[str] = None
+
+    def recipe_for(self, dataset: str) -> TrainRecipe:
+        return dict(self.recipes).get(dataset, self.recipe)
 
     def cells(self) -> list[Cell]:
         """Every cell, grouped so that cells sharing references are adjacent (references first)."""
         out = []
         for dataset in self.datasets:
             for model in self.models:
-                for task in self.tasks:
+                for entry in (t for t in self.tasks if t.applies_to(dataset)):
+                    task = entry.task
                     for seed in self.seeds:
                         common = dict(dataset=task.dataset_for(dataset), model=model, task=task, seed=seed,
-                                      recipe=self.recipe, suite=SuiteOptions(**{**asdict(self.suite), "seed": seed}))
+                                      recipe=self.recipe_for(task.dataset_for(dataset)),
+                                      suite=SuiteOptions(**{**asdict(self.suite), "seed": seed}))
                         out += [Cell(role=role, **common) for role in REFERENCE_ROLES]
                         out += [Cell(role="method", method=m, **common) for m in self.methods]
         return out
@@ -154,19 +173,31 @@ def parse_grid(text: str, source: str = "grid") -> GridSpec:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise MumisError(f"{source} is not valid TOML: {err}") from None
-    allowed = {"name", "datasets", "models", "tasks", "methods", "seeds", "recipe", "suite", "data_dir"}
+    allowed = {"name", "datasets", "models", "tasks", "methods", "seeds", "recipe", "recipes", "suite", "data_dir"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise MumisError(f"unknown key(s) {unknown} in {source}; allowed: {sorted(allowed)}")
     missing = [k for k in ("datasets", "models", "tasks", "methods") if not raw.get(k)]
     if missing:
         raise MumisError(f"{source} must list {', '.join(missing)}")
+    recipe = _typed(TrainRecipe, raw.get("recipe", {}), "recipe")
+    recipes = tuple((name, _typed(TrainRecipe, {**asdict(recipe), **table}, f"recipes.{name}"))
+                    for name, table in sorted(raw.get("recipes", {}).items()))
     return GridSpec(
         name=raw.get("name", Path(source).stem), datasets=tuple(raw["datasets"]), models=tuple(raw["models"]),
-        tasks=tuple(parse_task(t) for t in raw["tasks"]), methods=tuple(_method_entry(m) for m in raw["methods"]),
-        seeds=tuple(int(s) for s in raw.get("seeds", [0])), recipe=_typed(TrainRecipe, raw.get("recipe", {}), "recipe"),
-        suite=_typed(SuiteOptions, raw.get("suite", {}), "suite"), data_dir=raw.get("data_dir"),
+        tasks=tuple(_grid_task(t, raw["datasets"]) for t in raw["tasks"]),
+        methods=tuple(_method_entry(m) for m in raw["methods"]), seeds=tuple(int(s) for s in raw.get("seeds", [0])),
+        recipe=recipe, recipes=recipes, suite=_typed(SuiteOptions, raw.get("suite", {}), "suite"), data_dir=raw.get("data_dir"),
     )
+
+
+def _grid_task(entry, datasets) -> GridTask:
+    entry = {"kind": entry} if isinstance(entry, str) else dict(entry)
+    only = tuple(entry.pop("datasets", ()))
+    stray = sorted(set(only) - set(datasets))
+    if stray:
+        raise MumisError(f"task {entry} names dataset(s) {stray} that the grid does not list in `datasets`")
+    return GridTask(parse_task(entry), only)
 
 
 def preset_names() -> list[str]:

@@ -29,6 +29,15 @@ SUITE_COLUMNS = (("Gap w/o MIA", "avg_gap_no_mia"), ("ToW", "tow"), ("MIA strat.
                  ("↑ f_c' %", "irrelevant_up"), ("↑ gap %", "gap_up"))
 
 
+def latest_rows(rows: list[dict]) -> list[dict]:
+    """One row per (dataset, model, task, seed, method, step): the most recently finished. A grid edited and rerun
+    into the same database keeps the older cells (nothing is deleted), but reports show the current ones."""
+    latest = {}
+    for r in rows:  # ResultStore.rows() is ordered by finish time
+        latest[(r["dataset"], r["model"], r["task"], r["seed"], r["method"], r["step"])] = r
+    return list(latest.values())
+
+
 def _cell(values: list, digits: int = 2) -> str:
     mean, half = mean_ci([v if v is not None else math.nan for v in values])
     if math.isnan(mean):
@@ -117,8 +126,10 @@ def _fig_sequential(rows: list[dict], title: str, path: Path) -> Path:
         for ax, key in zip(axes, ("avg_gap", "fa", "kl")):
             ax.plot(steps, [mean_ci([r.get(key) for r in rows if r["method"] == m and r["step"] == s])[0] for s in steps],
                     "o-", label=m)
+    all_steps = sorted({r["step"] for r in rows})
     for ax, t in zip(axes, ("Fig. 5: Avg. Gap to retrain", "FA on all forgotten so far (%)", "Fig. 7: KL(retrain ‖ model) on D_f")):
         ax.set(title=t, xlabel="requests served")
+        ax.set_xticks(all_steps)
     axes[0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
@@ -133,7 +144,7 @@ def write_report(db: str | Path, out_dir: str | Path, title: str = "") -> Path:
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     with ResultStore(db) as store:
-        rows, failures, sensitivity = store.rows(), store.failures(), store.artifacts("sensitivity")
+        rows, failures, sensitivity = latest_rows(store.rows()), store.failures(), store.artifacts("sensitivity")
     groups = defaultdict(list)
     for r in rows:
         groups[(r["dataset"], r["model"], r["task"])].append(r)
@@ -181,3 +192,28 @@ def write_report(db: str | Path, out_dir: str | Path, title: str = "") -> Path:
     report = out_dir / "report.md"
     atomic_write_text(report, "\n".join(lines))
     return report
+
+
+def print_gap_summary(db: str | Path, console=None, title: str = "") -> None:
+    """A terminal table: methods × (dataset, model, task), mean Avg. Gap over seeds at each task's last step."""
+    from rich.console import Console
+    from rich.table import Table
+
+    with ResultStore(db) as store:
+        rows = latest_rows(store.rows())
+    last = defaultdict(int)
+    for r in rows:
+        last[(r["dataset"], r["model"], r["task"])] = max(last[(r["dataset"], r["model"], r["task"])], r["step"])
+    columns = list(last)
+    table = Table(title=title)
+    table.add_column("Method")
+    for dataset, model, task in columns:
+        table.add_column(f"{dataset}\n{model}\n{task}", justify="right")
+    for m in _method_order(rows):
+        cells = []
+        for col in columns:
+            values = [r["avg_gap"] for r in rows if r["method"] == m and (r["dataset"], r["model"], r["task"]) == col
+                      and r["step"] == last[col]]
+            cells.append(_cell(values) if values else "–")
+        table.add_row(m, *cells)
+    (console or Console()).print(table)

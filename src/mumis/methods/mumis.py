@@ -157,7 +157,9 @@ class MuMis(UnlearningMethod):
     * **Monitor** S(D_f): the mean over D_f of ‖∇x f_c'(x)‖_F (un-squared), over a *fixed* panel of
       ``monitor_classes`` irrelevant classes per sample drawn once before unlearning, so that successive
       checks compare the same quantity rather than fresh random draws. Checked every ``check_every`` steps.
-    * **Stop reasons**: ``dip_recover`` (the paper's rule), ``fa_floor`` (optional), ``max_steps``, and
+    * **Stop reasons**: ``dip_recover`` (the paper's rule), ``fa_floor`` (optional), ``max_steps``, ``heldout`` and
+      ``heldout_drop`` (sample requests: held-out accuracy fell by more than its sampling error; the last passing
+      check's weights are returned), and
       ``diverged`` (a non-finite or exploding loss or statistic), which restores the weights of the last
       healthy check.
 
@@ -226,11 +228,17 @@ class MuMis(UnlearningMethod):
             "target_above_irrelevant": stats["target"] > stats["irrelevant"],
         }
         rule = _stop_rule(cfg)
+        heldout_floor = None
         if cfg.request == "samples" and heldout is not None:
             # "no better than unseen data" up to the sampling error of the held-out accuracy (two standard errors)
             a = stats["heldout_acc"] / 100.0
             rule = HeldoutMatchRule(tolerance=200.0 * math.sqrt(max(a * (1 - a), 1e-12) / len(heldout)), at_start=True)
             info["heldout_tolerance"] = rule.tolerance
+            # Utility guard: a retrained model classifies unseen data as well as the original does, so held-out
+            # accuracy falling by more than its sampling error means the steps are damaging the model (they can
+            # drag forget and held-out accuracy down together, and the match rule would never fire): stop and
+            # return the last checked weights that passed.
+            heldout_floor = stats["heldout_acc"] - rule.tolerance
         start_reason = cfg.stop if rule.update(_rule_input(cfg, trace[0])) else None
         explode_at = cfg.explode_factor * max(stats["target_sq"], 1e-12)
         good_state = copy.deepcopy(model.state_dict())
@@ -273,6 +281,9 @@ class MuMis(UnlearningMethod):
                             break
                         trace.append({"step": step, "loss": sum(losses) / len(losses), **stats})
                         losses = []
+                        if heldout_floor is not None and stats["heldout_acc"] < heldout_floor:
+                            reason = "heldout_drop"
+                            break
                         good_state = copy.deepcopy(model.state_dict())
                         if cfg.fa_floor is not None and stats["forget_acc"] <= cfg.fa_floor:
                             reason = "fa_floor"
@@ -282,9 +293,9 @@ class MuMis(UnlearningMethod):
                             reason = "max_steps"
                         if reason:
                             break
-        if reason == "diverged":
+        if reason in ("diverged", "heldout_drop"):
             model.load_state_dict(good_state)
-            info["restored_step"] = trace[-1]["step"]
+            info["restored_step"] = trace[-2]["step"] if reason == "heldout_drop" else trace[-1]["step"]
         if isinstance(rule, DipRecoverRule):
             info["irrelevant_dipped"] = rule.dipped
         for p in model.parameters():

@@ -1,0 +1,22 @@
+"""`mumis report`: the paper's table layout and readable PNG figures."""
+from mumis.bench.report import write_report
+
+
+def test_report_tables_have_the_paper_layout_and_figures_exist(tiny_db, tmp_path):
+    db, _ = tiny_db
+    path = write_report(db, tmp_path / "report", title="tiny")
+    text = path.read_text()
+    assert text.startswith("# tiny")
+    assert "## digits · small_cnn · full_class=1" in text
+    assert "## digits · small_cnn · sequential(full_class)=1,7 (after request 2 of 2)" in text
+    header = "| Method | FA | RA | TA | MIA | Avg. Gap | Time (s) | seeds |"
+    assert header in text
+    table = text.split(header)[1].strip().splitlines()
+    assert table[1].startswith("| **retrain** | 0.00 |") and table[2].startswith("| original |")
+    figures = sorted(p.name for p in (tmp_path / "report" / "figures").glob("*.png"))
+    assert "sensitivity-digits-small_cnn.png" in figures and "delta-digits-small_cnn.png" in figures
+    assert any(f.startswith("sequential-") for f in figures) and any(f.startswith("trace-") for f in figures)
+    for name in figures:
+        png = (tmp_path / "report" / "figures" / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+        assert f"figures/{name}" in text
