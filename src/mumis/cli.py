@@ -10,17 +10,18 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
+from mumis.audit import manifest_path
 from mumis.bench import ExperimentConfig, print_table, run_experiment
-from mumis.bench.experiment import apply_method, save_unlearned
 from mumis.bench.grid import load_grid, preset_names
 from mumis.bench.report import print_gap_summary, write_report
+from mumis.bench.requests import prepare_request, serve_request, verify_manifest
 from mumis.bench.results import ResultRow
 from mumis.bench.runner import run_grid
 from mumis.data import (
     ForgetSet,
     Split,
-    as_surrogate,
     build_forget_set,
     build_task,
     explicit_ids,
@@ -177,34 +178,60 @@ def _load_task(checkpoint: Path, split_file: Path, forget_file: Path, data_dir: 
 @app.command()
 @friendly_errors
 def forget(
-    checkpoint: Path = typer.Argument(..., help="the trained model (.safetensors from `mumis train`); never modified"),
-    split_file: Path = typer.Option(..., "--split"),
-    forget_file: Path = typer.Option(..., "--forget"),
-    out: Path = typer.Option(..., help="where the unlearned checkpoint goes (must differ from CHECKPOINT)"),
+    checkpoint: Optional[Path] = typer.Argument(None, help="the trained model (.safetensors + .json sidecar); never modified"),
+    model_path: Optional[Path] = typer.Option(None, "--model", help="the trained model (same as CHECKPOINT)"),
+    data: Optional[str] = typer.Option(None, "--data", help="a split file from `mumis split`, or DATASET[:SEED] for "
+                                                             "that dataset's default split"),
+    split_file: Optional[Path] = typer.Option(None, "--split", help="a split file (same as --data FILE)"),
+    ids: Optional[Path] = typer.Option(None, "--ids", help="the request: training-pool ids, a text or CSV file "
+                                                           "(duplicates are dropped with a warning)"),
+    forget_class: Optional[int] = typer.Option(None, "--class", help="the request: every training sample of this class"),
+    forget_file: Optional[Path] = typer.Option(None, "--forget", help="the request: a forget.json from `mumis split`"),
+    out: Path = typer.Option(..., help="the unlearned checkpoint to write (.safetensors)"),
+    overwrite: bool = typer.Option(False, help="replace --out (and its manifest) if it exists"),
     method: str = typer.Option("mumis", help="a registered method (see `mumis list`)"),
-    option: List[str] = typer.Option([], help="method option KEY=VALUE, repeatable (e.g. lr=0.002)"),
+    option: List[str] = typer.Option([], help="method option KEY=VALUE, repeatable (e.g. request=samples)"),
     trace: bool = typer.Option(False, help="save the stop trace as JSON and a PNG plot beside --out"),
     surrogate: Optional[str] = typer.Option(None, help="a registered dataset whose images serve as surrogate data "
                                                        "(methods that declare a surrogate need, e.g. scar)"),
     surrogate_size: int = typer.Option(5000),
     data_dir: Optional[Path] = typer.Option(None),
 ):
-    """Unlearn a forget set from a checkpoint. Retain-free methods read only the forget set."""
-    if out.resolve() == checkpoint.resolve():
-        raise MumisError("--out must differ from the input checkpoint: mumis never overwrites the original model")
-    model, meta, task = _load_task(checkpoint, split_file, forget_file, data_dir)
-    unlearner = get_method(method, **parse_options(method, option))
-    seed_everything(meta.seed)
-    extra = as_surrogate(load_dataset(surrogate, data_dir).train, task.retain, surrogate_size, meta.seed) if surrogate else None
-    result, data, sw = apply_method(unlearner, model, task, extra)
-    metrics = evaluate(result.model, task)
-    png = save_unlearned(out, result, unlearner, meta, task, metrics, sw.seconds,
-                         trace_stem=out.with_suffix(".trace") if trace else None, title=f"{method}: {checkpoint.name}")
-    console.print(f"{method}: stopped after {result.steps} steps ({result.stop_reason}) in {sw.seconds:.2f} s; "
-                  f"read {sorted(data.reads)} data → {out}")
-    console.print("  ".join(f"{k.upper()} {v:.2f}" for k, v in metrics.items()))
-    if png is not None:
-        console.print(f"trace → {png}")
+    """Serve a deletion request: unlearn the named samples, write the new checkpoint and an audit manifest.
+
+    Every input is checked before any work starts; the outputs are written only after the method finished, via
+    temporary files, so an error or Ctrl-C leaves no partial output, and the input checkpoint is never touched."""
+    request = prepare_request(checkpoint, model_path, data, split_file, ids, forget_class, forget_file, out, overwrite,
+                              method, parse_options(method, option), surrogate, surrogate_size, data_dir)
+    if request.request.get("duplicates_dropped"):
+        err_console.print(f"[yellow]warning:[/] {ids}: {request.request['duplicates_dropped']} duplicate id(s) dropped; "
+                          "each sample is forgotten once")
+    result = serve_request(request, trace=trace)
+    console.print(f"{method}: stopped after {result['stop']['steps']} steps ({result['stop']['reason']}) in "
+                  f"{result['wall_s']:.2f} s; read {result['method']['data_read']} data → {out}")
+    console.print(f"forget accuracy {result['before']['fa']:.2f} → {result['after']['fa']:.2f} %, "
+                  f"MIA-efficacy {result['before']['mia']:.2f} → {result['after']['mia']:.2f} %; "
+                  f"manifest → {manifest_path(out)}")
+
+
+@app.command()
+@friendly_errors
+def verify(
+    manifest: Path = typer.Argument(..., help="an audit manifest written by `mumis forget`"),
+    data_dir: Optional[Path] = typer.Option(None),
+):
+    """Re-check an audit manifest: the SHA-256 of every file it names, and the forget metrics of the output."""
+    checks = verify_manifest(manifest, data_dir)
+    table = Table(title=f"verify {manifest}")
+    for col in ("check", "manifest", "now", "ok"):
+        table.add_column(col)
+    for name, expected, actual, ok in checks:
+        table.add_row(name, str(expected), str(actual), "[green]yes[/]" if ok else "[bold red]NO[/]")
+    console.print(table)
+    if not all(ok for *_, ok in checks):
+        err_console.print("[bold red]verification failed[/]")
+        raise typer.Exit(1)
+    console.print("[green]all checks passed[/]")
 
 
 @app.command("eval")

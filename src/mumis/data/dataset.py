@@ -10,7 +10,9 @@ import torch
 
 @dataclass(frozen=True)
 class ImageDataset(torch.utils.data.Dataset):
-    """Images (uint8, N×C×H×W) with labels; items come out normalised with ``mean``/``std``.
+    """Images (N×C×H×W) with labels. uint8 images come out normalised with ``mean``/``std``; floating-point images
+    are taken as already prepared model inputs and come out unchanged (how a user's own tensors enter, see
+    :func:`mumis.unlearn`).
 
     ``fine_labels`` is set for datasets with a class hierarchy (CIFAR-20 keeps the CIFAR-100 fine label),
     so sub-class forget sets can be built. Models always see normalised inputs, and MU-Mis takes its
@@ -26,8 +28,8 @@ class ImageDataset(torch.utils.data.Dataset):
     fine_classes: Optional[tuple[str, ...]] = None
 
     def __post_init__(self):
-        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise ValueError("ImageDataset.images must be a uint8 tensor shaped N×C×H×W")
+        if self.images.dim() != 4 or not (self.images.dtype == torch.uint8 or self.images.is_floating_point()):
+            raise ValueError("ImageDataset.images must be a uint8 or floating-point tensor shaped N×C×H×W")
         if len(self.images) != len(self.labels):
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
 
@@ -47,6 +49,8 @@ class ImageDataset(torch.utils.data.Dataset):
         return self.images.shape[1]
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        if images.is_floating_point():
+            return images.float()
         mean = torch.tensor(self.mean).view(1, -1, 1, 1)
         std = torch.tensor(self.std).view(1, -1, 1, 1)
         return (images.float() / 255.0 - mean) / std

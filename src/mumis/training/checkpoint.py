@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mumis.data import Split, atomic_write_text
+from mumis.data import Split
 from mumis.errors import MumisError
 from mumis.models import create_model
 
@@ -60,12 +60,21 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: CheckpointMeta) ->
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    side_fd, side_tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{sidecar_path(path).name}.", suffix=".tmp")
+    os.close(side_fd)
+    renamed = False
     try:
         save_file(state, tmp, metadata={"mumis_sidecar": sidecar_path(path).name})
-        atomic_write_text(sidecar_path(path), json.dumps(asdict(meta), indent=2))
+        Path(side_tmp).write_text(json.dumps(asdict(meta), indent=2))
+        # both files are complete before either takes its name: an interruption leaves the old pair or nothing new
+        os.replace(side_tmp, sidecar_path(path))
+        renamed = True
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        Path(side_tmp).unlink(missing_ok=True)
+        if renamed and not path.is_file():
+            sidecar_path(path).unlink(missing_ok=True)
         raise
     return path
 

@@ -1,0 +1,143 @@
+"""The Python entry point for a real deletion request: ``mumis.unlearn(model, forget)``.
+
+```python
+import mumis
+result = mumis.unlearn(model, (x_forget, y_forget))          # any nn.Module classifier; MU-Mis by default
+result.model                                                 # the unlearned copy (``model`` is not modified)
+result.forget_acc_before, result.forget_acc_after, result.stop_reason, result.wall_s
+```
+
+``forget`` may be an :class:`~mumis.data.ImageDataset`, a ``(x, y)`` pair of tensors (x: N×C×H×W model inputs,
+already normalised as the model expects), a ``torch.utils.data.DataLoader`` or any map-style dataset yielding
+``(x, y)``. Nothing else is read: a remaining-data-free method (MU-Mis, GA, JiT, Boundary Shrink) runs with the
+forget set alone; a method that declares more needs it passed explicitly (``retain=``, ``heldout=``).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from mumis.data import ImageDataset, iter_batches
+from mumis.errors import MumisError
+from mumis.methods import get_method, grant, run_method
+from mumis.metrics import accuracy
+from mumis.models.sensitivity import logit_sensitivity
+from mumis.runtime import device, stopwatch
+
+
+@dataclass
+class UnlearnResult:
+    model: nn.Module
+    method: str
+    options: dict
+    stop_reason: str
+    steps: int
+    forget_acc_before: float  # % of D_f classified as its label
+    forget_acc_after: float
+    sensitivity_before: float  # mean ‖∇x f_y(x)‖ over D_f (the quantity MU-Mis suppresses)
+    sensitivity_after: float
+    wall_s: float  # the method's run time
+    data_read: list[str] = field(default_factory=list)
+    trace: list[dict] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+
+
+def as_dataset(data: Any, what: str = "forget") -> ImageDataset:
+    """An :class:`ImageDataset` from a dataset, an ``(x, y)`` pair, a DataLoader or a map-style dataset."""
+    if isinstance(data, ImageDataset):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        x, y = data
+    elif isinstance(data, torch.utils.data.DataLoader) or isinstance(data, torch.utils.data.Dataset):
+        pairs = list(data) if isinstance(data, torch.utils.data.DataLoader) else [data[i] for i in range(len(data))]
+        if not pairs:
+            raise MumisError(f"the {what} set is empty: there is nothing to unlearn.")
+        batched = isinstance(data, torch.utils.data.DataLoader)
+        xs = [torch.as_tensor(p[0]) for p in pairs]
+        ys = [torch.as_tensor(p[1]).view(-1) for p in pairs]
+        x = torch.cat(xs) if batched else torch.stack(xs)
+        y = torch.cat(ys)
+    else:
+        raise MumisError(f"{what} must be an ImageDataset, an (x, y) pair of tensors, a DataLoader or a dataset of "
+                         f"(x, y) pairs; got {type(data).__name__}")
+    if len(y) == 0:
+        raise MumisError(f"the {what} set is empty: there is nothing to unlearn.")
+    if x.dim() != 4:
+        raise MumisError(f"{what} inputs must be images shaped N×C×H×W, got shape {tuple(x.shape)}")
+    if len(x) != len(y):
+        raise MumisError(f"{what} has {len(x)} inputs but {len(y)} labels")
+    if y.is_floating_point():
+        raise MumisError(f"{what} labels must be integer class indices, got {y.dtype}")
+    x = x.float()  # user tensors are model inputs as given, never re-normalised (see ImageDataset)
+    if not torch.isfinite(x).all():
+        raise MumisError(f"{what} inputs contain NaN or inf values; clean the data before unlearning")
+    channels = x.shape[1]
+    return ImageDataset(x.contiguous(), y.long(), tuple(str(k) for k in range(int(y.max()) + 1)), (0.0,) * channels,
+                        (1.0,) * channels)
+
+
+def _num_classes(model: nn.Module, data: ImageDataset, what: str) -> int:
+    """Run one sample through the model: a shape the model cannot take, or labels beyond its logits, fail here."""
+    x, y = data.batch(torch.arange(min(2, len(data))))
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = model.to(device())(x.to(device()))
+    except RuntimeError as err:
+        raise MumisError(f"the {what} inputs (shape {tuple(data.images.shape[1:])} per sample) do not fit the model: "
+                         f"{str(err).splitlines()[0]}. Pass inputs shaped and normalised like its training data.") from None
+    if logits.dim() != 2:
+        raise MumisError(f"the model returns outputs of shape {tuple(logits.shape)}; a classifier returns N×K logits")
+    k = logits.shape[1]
+    bad = data.labels[(data.labels < 0) | (data.labels >= k)]
+    if len(bad):
+        raise MumisError(f"{what} labels {sorted(set(bad.tolist()))[:10]} are out of range: the model has {k} classes (0..{k - 1})")
+    return k
+
+
+def _mean_target_sensitivity(model: nn.Module, data: ImageDataset, limit: int = 512) -> float:
+    part = data.subset(range(min(limit, len(data))))
+    values = [logit_sensitivity(model, x.to(device()), y.to(device())) for x, y in iter_batches(part, 128)]
+    return float(torch.cat(values).mean())
+
+
+def unlearn(model: nn.Module, forget: Any, method: str = "mumis", *, inplace: bool = False, retain: Any = None,
+            heldout: Any = None, **options) -> UnlearnResult:
+    """Unlearn ``forget`` from ``model`` with a registered ``method`` (default MU-Mis, retain-free).
+
+    ``options`` are the method's Config fields (e.g. ``request="samples"``, ``variant="paper"``). The model is not
+    modified unless ``inplace=True``. A run whose weights end non-finite raises :class:`MumisError` naming the step
+    and leaves the model untouched."""
+    if not isinstance(model, nn.Module):
+        raise MumisError(f"model must be a torch nn.Module, got {type(model).__name__}")
+    data = as_dataset(forget, "forget")
+    num_classes = _num_classes(model, data, "forget")
+    extra = {role: as_dataset(value, role) for role, value in (("retain", retain), ("heldout", heldout)) if value is not None}
+    for role, value in extra.items():
+        _num_classes(model, value, role)
+    unlearner = get_method(method, **options)
+    granted = grant(unlearner, forget=data, **extra)
+    was_training = model.training
+    before_acc, before_sens = accuracy(model, data), _mean_target_sensitivity(model, data)
+    with stopwatch() as sw:
+        result = run_method(unlearner, model, granted, num_classes)
+    if result.stop_reason == "diverged" or not all(torch.isfinite(p).all() for p in result.model.parameters()):
+        step = result.steps + 1
+        raise MumisError(f"{method} diverged at step {step} (non-finite or exploding loss); the model was not changed. "
+                         "Try a smaller step (e.g. the MU-Mis default, or a lower lr).")
+    unlearned = result.model.eval()
+    after_acc, after_sens = accuracy(unlearned, data), _mean_target_sensitivity(unlearned, data)
+    if inplace:
+        model.load_state_dict(unlearned.state_dict())
+        unlearned = model
+    model.train(was_training)  # evaluation switched it to eval mode; hand it back as it came
+    return UnlearnResult(
+        model=unlearned, method=method, options=copy.deepcopy(unlearner.config_dict()), stop_reason=result.stop_reason,
+        steps=result.steps, forget_acc_before=before_acc, forget_acc_after=after_acc,
+        sensitivity_before=before_sens, sensitivity_after=after_sens, wall_s=sw.seconds,
+        data_read=sorted(granted.reads), trace=result.trace, info=result.info,
+    )

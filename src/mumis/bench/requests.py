@@ -1,0 +1,198 @@
+"""A deletion request end to end, as `mumis forget` serves it: check every input, unlearn, write the new checkpoint
+and its audit manifest together (or nothing), and re-verify a manifest later."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from mumis.audit import (
+    MANIFEST_VERSION,
+    check_output,
+    file_sha256,
+    ids_sha256,
+    load_manifest,
+    manifest_path,
+    now,
+    read_ids,
+    refuse_pickle,
+    resolve_data,
+)
+from mumis.bench.experiment import apply_method, save_unlearned
+from mumis.bench.results import git_sha
+from mumis.data import (
+    ForgetSet,
+    ImageDataset,
+    TaskData,
+    as_surrogate,
+    atomic_write_text,
+    explicit_ids,
+    full_class,
+    load_dataset,
+    task_from_views,
+)
+from mumis.errors import MumisError
+from mumis.methods import UnlearningMethod, get_method
+from mumis.metrics import accuracy, evaluate, mia_efficacy
+from mumis.runtime import seed_everything, versions
+from mumis.training import CheckpointMeta, load_checkpoint, sidecar_path
+
+
+@dataclass
+class DeletionRequest:
+    checkpoint: Path
+    model: nn.Module
+    meta: CheckpointMeta
+    data_spec: str
+    task: TaskData
+    request: dict  # what the request named, with the hashes that identify it
+    method: UnlearningMethod
+    surrogate: Optional[ImageDataset]
+    out: Path
+
+
+def _one(what: str, **given):
+    named = {k: v for k, v in given.items() if v is not None}
+    if len(named) != 1:
+        raise MumisError(f"give exactly one {what}: {' or '.join('--' + k.replace('_', '-') for k in given)}"
+                         + (f" (got {', '.join(named)})" if named else ""))
+    return next(iter(named.items()))
+
+
+def _forget_set(kind: str, value, split, train, data_dir) -> tuple[ForgetSet, dict]:
+    if kind == "ids":
+        path = Path(value)
+        ids, dropped = read_ids(path)
+        fs = explicit_ids(split, ids)
+        return fs, {"kind": "ids", "path": str(path.resolve()), "file_sha256": file_sha256(path),
+                    "ids_sha256": ids_sha256(ids), "count": len(ids), "duplicates_dropped": dropped}
+    if kind == "class":
+        fs = full_class(train, split, int(value))
+        return fs, {"kind": "class", "class": int(value), "count": len(fs.indices)}
+    path = Path(value)
+    fs = ForgetSet.load(path)
+    fs.check_split(split)
+    return fs, {"kind": "forget_file", "path": str(path.resolve()), "file_sha256": file_sha256(path), "count": len(fs.indices)}
+
+
+def prepare_request(checkpoint, model_path, data, split_file, ids, forget_class, forget_file, out: Path, overwrite: bool,
+                    method: str, options: dict, surrogate: Optional[str], surrogate_size: int,
+                    data_dir: Optional[Path]) -> DeletionRequest:
+    """Every check that can fail, before any work: names, files, hashes, shapes, classes, the output location."""
+    _, ckpt = _one("model", checkpoint=checkpoint, model=model_path)
+    ckpt = Path(ckpt)
+    refuse_pickle(ckpt)
+    _, spec = _one("data description", data=data, split=split_file)
+    kind, value = _one("forget request", ids=ids, **{"class": forget_class}, forget=forget_file)
+    kind = {"forget": "forget_file"}.get(kind, kind)
+    check_output(out, [ckpt, Path(spec)] + ([Path(value)] if kind != "class" else []), overwrite)
+    if manifest_path(out).exists() and not overwrite:
+        raise MumisError(f"{manifest_path(out)} already exists; pass --overwrite to replace it")
+    unlearner = get_method(method, **options)  # unknown method / option: fail before loading anything
+    model, meta = load_checkpoint(ckpt)
+    bundle, split = resolve_data(str(spec), data_dir)
+    meta.check_split(split)
+    train, test = split.materialise(bundle)
+    if (meta.in_channels, meta.num_classes) != (train.in_channels, train.num_classes):
+        raise MumisError(f"{ckpt} takes {meta.in_channels}-channel inputs with {meta.num_classes} classes, but "
+                         f"{split.dataset} has {train.in_channels} channels and {train.num_classes} classes")
+    fs, described = _forget_set(kind, value, split, train, data_dir)
+    if len(fs.indices) >= len(train):
+        raise MumisError("the forget set is the whole training set: nothing would be left to keep. Retrain from "
+                         "scratch on new data instead of unlearning.")
+    task = task_from_views(train, test, split, fs)
+    extra = as_surrogate(load_dataset(surrogate, data_dir).train, task.retain, surrogate_size, meta.seed) if surrogate else None
+    return DeletionRequest(ckpt, model, meta, str(spec), task, {**described, "forget_sha256": fs.sha256}, unlearner, extra, out)
+
+
+def _forget_metrics(model: nn.Module, task: TaskData) -> dict:
+    return {"fa": accuracy(model, task.forget), "mia": float(mia_efficacy(model, task.retain, task.test, task.forget))}
+
+
+def serve_request(req: DeletionRequest, trace: bool = False) -> dict:
+    """Unlearn, then write checkpoint + sidecar + manifest (+ trace) as one unit: on any failure or interrupt
+    everything this call created is removed again."""
+    input_sha = file_sha256(req.checkpoint)
+    seed_everything(req.meta.seed)
+    before = _forget_metrics(req.model, req.task)
+    result, data, sw = apply_method(req.method, req.model, req.task, req.surrogate)
+    finite = all(torch.isfinite(p).all() for p in result.model.parameters())
+    if result.stop_reason == "diverged" or not finite:
+        raise MumisError(f"{req.method.name} diverged at step {result.steps + 1} (non-finite or exploding loss); "
+                         f"nothing was written and {req.checkpoint} is unchanged. Try a smaller step (e.g. lr).")
+    metrics = evaluate(result.model, req.task)
+    after = {"fa": metrics["fa"], "mia": float(metrics["mia"])}
+    written = [req.out, sidecar_path(req.out), manifest_path(req.out)]
+    trace_stem = req.out.with_suffix(".trace") if trace else None
+    if trace_stem is not None:
+        written += [trace_stem.with_name(trace_stem.name + ".json"), trace_stem.with_name(trace_stem.name + ".png")]
+    try:
+        save_unlearned(req.out, result, req.method, req.meta, req.task, metrics, sw.seconds, trace_stem=trace_stem,
+                       title=f"{req.method.name}: {req.checkpoint.name}")
+        manifest = {
+            "mumis_manifest": MANIFEST_VERSION, "created": now(),
+            "input": {"path": str(req.checkpoint.resolve()), "sha256": input_sha},
+            "data": {"spec": str(Path(req.data_spec).resolve()) if req.data_spec.endswith(".json") else req.data_spec,
+                     "dataset": req.task.split.dataset, "split_sha256": req.task.split.sha256},
+            "request": req.request,
+            "output": {"path": str(req.out.resolve()), "sha256": file_sha256(req.out),
+                       "sidecar_sha256": file_sha256(sidecar_path(req.out))},
+            "method": {"name": req.method.name, "options": req.method.config_dict(), "data_read": sorted(data.reads)},
+            "evaluation_read": ["forget", "retain", "test"],  # the metrics below, not the method
+            "stop": {"reason": result.stop_reason, "steps": result.steps, "trace": result.trace},
+            "before": before, "after": after, "wall_s": sw.seconds, "versions": versions(), "git_sha": git_sha(),
+        }
+        atomic_write_text(manifest_path(req.out), json.dumps(manifest, indent=1, default=_json_default))
+    except BaseException:
+        for path in written:
+            Path(path).unlink(missing_ok=True)
+        raise
+    return manifest
+
+
+def _json_default(value):
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return str(value)
+
+
+def verify_manifest(path: Path, data_dir: Optional[Path] = None) -> list[tuple[str, object, object, bool]]:
+    """(check, value in the manifest, value now, ok) for every hash and the recomputed forget metrics."""
+    manifest = load_manifest(path)
+    checks = []
+
+    def hashed(name, file, expected):
+        actual = file_sha256(file) if Path(file).is_file() else "missing"
+        checks.append((name, expected[:16] + "…", actual[:16] + "…" if actual != "missing" else actual, actual == expected))
+
+    hashed("input checkpoint SHA-256", manifest["input"]["path"], manifest["input"]["sha256"])
+    request = manifest["request"]
+    if "file_sha256" in request:
+        hashed("request file SHA-256", request["path"], request["file_sha256"])
+    out = Path(manifest["output"]["path"])
+    hashed("output checkpoint SHA-256", out, manifest["output"]["sha256"])
+    hashed("output sidecar SHA-256", sidecar_path(out), manifest["output"]["sidecar_sha256"])
+    if not all(ok for *_, ok in checks):
+        return checks  # recomputing metrics on files that do not match would prove nothing
+    bundle, split = resolve_data(manifest["data"]["spec"], data_dir)
+    checks.append(("split SHA-256", manifest["data"]["split_sha256"][:16] + "…", split.sha256[:16] + "…",
+                   split.sha256 == manifest["data"]["split_sha256"]))
+    train, test = split.materialise(bundle)
+    kind = request["kind"]
+    value = request.get("class") if kind == "class" else request["path"]
+    fs, _ = _forget_set(kind, value, split, train, data_dir)
+    checks.append(("forget set SHA-256", request["forget_sha256"][:16] + "…", fs.sha256[:16] + "…", fs.sha256 == request["forget_sha256"]))
+    model, _ = load_checkpoint(out)
+    now_metrics = _forget_metrics(model, task_from_views(train, test, split, fs))
+    for key in ("fa", "mia"):
+        expected = manifest["after"][key]
+        checks.append((f"{key.upper()} after (%)", round(expected, 4), round(now_metrics[key], 4), abs(expected - now_metrics[key]) < 1e-6))
+    return checks
