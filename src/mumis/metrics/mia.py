@@ -42,6 +42,18 @@ def mia_efficacy(model: nn.Module, retain: ImageDataset, test: ImageDataset, for
     return mia_efficacy_from_confidence(*conf)
 
 
+def stratified_shadow_indices(retain_labels: np.ndarray, test_labels: np.ndarray, seed: int = 0,
+                              max_per_side: int = 5000) -> tuple[np.ndarray, np.ndarray]:
+    """(shadow-in positions in D_r, shadow-out positions in D_t) for :func:`mia_efficacy_stratified`."""
+    rng = np.random.default_rng(seed)
+    out_idx = rng.permutation(len(test_labels))[: min(len(test_labels), max_per_side)]
+    in_idx = []
+    for c, count in zip(*np.unique(test_labels[out_idx], return_counts=True)):
+        pool = np.flatnonzero(retain_labels == c)
+        in_idx.append(rng.choice(pool, size=min(count, len(pool)), replace=False))
+    return (np.concatenate(in_idx) if in_idx else np.zeros(0, dtype=np.int64)), out_idx
+
+
 def mia_efficacy_stratified(
     model: nn.Module, retain: ImageDataset, test: ImageDataset, forget: ImageDataset, seed: int = 0, max_per_side: int = 5000,
 ) -> float:
@@ -52,15 +64,8 @@ def mia_efficacy_stratified(
     proportions** (the first-n slice follows dataset order, which for some datasets is sorted by class). The cap
     keeps the RBF-SVC fit affordable on 10k-sample test sets.
     """
-    rng = np.random.default_rng(seed)
-    out_idx = rng.permutation(len(test))[: min(len(test), max_per_side)]
-    test_labels = test.labels.numpy()[out_idx]
-    retain_labels = retain.labels.numpy()
-    in_idx = []
-    for c, count in zip(*np.unique(test_labels, return_counts=True)):
-        pool = np.flatnonzero(retain_labels == c)
-        in_idx.append(rng.choice(pool, size=min(count, len(pool)), replace=False))
-    shadow_in, shadow_out = retain.subset(np.concatenate(in_idx)), test.subset(out_idx)
+    in_idx, out_idx = stratified_shadow_indices(retain.labels.numpy(), test.labels.numpy(), seed, max_per_side)
+    shadow_in, shadow_out = retain.subset(in_idx), test.subset(out_idx)
     conf = [true_class_confidence(predict_logits(model, d), d.labels) for d in (shadow_in, shadow_out, forget)]
     return mia_efficacy_from_confidence(*conf)
 

@@ -5,12 +5,19 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 import numpy as np
+import torch
 from torch import nn
 
 from mumis.data import TaskData
-from mumis.metrics.divergence import divergence_to_reference
-from mumis.metrics.evaluate import evaluate
-from mumis.metrics.mia import loss_mia, mia_efficacy_stratified
+from mumis.metrics.accuracy import accuracy, predict_logits
+from mumis.metrics.divergence import js_divergence, kl_divergence
+from mumis.metrics.mia import (
+    loss_mia_from_losses,
+    mia_efficacy_from_confidence,
+    per_sample_loss,
+    stratified_shadow_indices,
+    true_class_confidence,
+)
 from mumis.metrics.relearn import relearn_steps
 from mumis.metrics.sensitivity import probe_samples, rise_fractions, sensitivity_profile
 
@@ -31,24 +38,27 @@ class SuiteOptions:
 
 @dataclass
 class SuiteContext:
-    """What the suite compares against, computed once per task step: the retrained model, the original
-    model's FA on D_f and its sensitivity profile on the probe samples."""
+    """What the suite compares against, computed once per task step: the retrained model's softmax on D_f, the
+    original model's FA on D_f and its sensitivity profile on the probe samples."""
 
-    reference: Optional[nn.Module]
+    reference_probs: Optional[torch.Tensor]
     original_fa: float
     original_profile: dict
     probe: object  # the D_f samples of the sensitivity diagnostics
 
     @classmethod
     def build(cls, task: TaskData, original: nn.Module, reference: Optional[nn.Module], options: SuiteOptions) -> "SuiteContext":
-        from mumis.metrics.accuracy import accuracy
-
         probe = probe_samples(task.forget, options.sensitivity_samples, options.seed)
-        return cls(reference, accuracy(original, task.forget), sensitivity_profile(original, probe), probe)
+        probs = None if reference is None else torch.softmax(predict_logits(reference, task.forget), 1)
+        return cls(probs, accuracy(original, task.forget), sensitivity_profile(original, probe), probe)
+
+
+def _acc(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float("nan") if len(labels) == 0 else 100.0 * (logits.argmax(1) == labels).float().mean().item()
 
 
 def evaluate_suite(model: nn.Module, task: TaskData, context: SuiteContext, options: SuiteOptions = SuiteOptions()) -> dict:
-    """FA, RA, TA, MIA (SalUn-exact) and forgotten-class TA (:func:`~mumis.metrics.evaluate`), plus
+    """FA, RA, TA, MIA (SalUn-exact) and forgotten-class TA (as :func:`~mumis.metrics.evaluate`), plus
 
     - ``mia_stratified``: MIA-efficacy with a seeded, class-stratified shadow set;
     - ``mia_loss``: loss-based LR MIA accuracy, D_f vs unseen comparable samples (the forgotten class's test
@@ -57,15 +67,28 @@ def evaluate_suite(model: nn.Module, task: TaskData, context: SuiteContext, opti
     - ``relearn_steps``: fine-tuning steps on D_f until FA is within the threshold of the original's FA;
     - ``target_sens`` / ``irrelevant_sens`` / ``full_sens``: mean input sensitivity on the probe samples, and
       ``target_up`` / ``irrelevant_up`` / ``gap_up``: % of them that rose against the original model.
+
+    Each dataset goes through the model once; every number is derived from those logits (the anchors' advice:
+    cache logits, reuse them for every attack feature).
     """
-    out = evaluate(model, task)
-    out["mia_stratified"] = mia_efficacy_stratified(model, task.retain, task.test, task.forget, options.seed, options.mia_cap)
-    unseen = task.test_forgotten if task.test_forgotten is not None and len(task.test_forgotten) else task.test
-    out["mia_loss"] = loss_mia(model, task.forget, unseen, options.seed)
-    if context.reference is not None:
-        out.update(divergence_to_reference(model, context.reference, task.forget))
+    forget, retain, test = task.forget, task.retain, task.test
+    gone = task.test_forgotten if task.test_forgotten is not None and len(task.test_forgotten) else None
+    lf, lr, lt = (predict_logits(model, d) for d in (forget, retain, test))
+    lg = predict_logits(model, gone) if gone is not None else None
+    conf = {name: true_class_confidence(logits, d.labels) for name, logits, d in (("f", lf, forget), ("r", lr, retain), ("t", lt, test))}
+    out = {"fa": _acc(lf, forget.labels), "ra": _acc(lr, retain.labels), "ta": _acc(lt, test.labels),
+           "forgotten_test_acc": _acc(lg, gone.labels) if gone is not None else float("nan")}
+    out["mia"] = float(mia_efficacy_from_confidence(conf["r"][: min(len(test), len(retain))], conf["t"], conf["f"]))
+    in_idx, out_idx = stratified_shadow_indices(retain.labels.numpy(), test.labels.numpy(), options.seed, options.mia_cap)
+    out["mia_stratified"] = float(mia_efficacy_from_confidence(conf["r"][in_idx], conf["t"][out_idx], conf["f"]))
+    unseen_logits, unseen = (lg, gone) if gone is not None else (lt, test)
+    out["mia_loss"] = loss_mia_from_losses(per_sample_loss(lf, forget.labels), per_sample_loss(unseen_logits, unseen.labels), options.seed)
+    if context.reference_probs is not None:
+        probs = torch.softmax(lf, 1)
+        out["kl"] = kl_divergence(context.reference_probs, probs)
+        out["js"] = js_divergence(context.reference_probs, probs)
     if options.relearn:
-        out["relearn_steps"] = relearn_steps(model, task.forget, context.original_fa, options.relearn_threshold,
+        out["relearn_steps"] = relearn_steps(model, forget, context.original_fa, options.relearn_threshold,
                                              options.relearn_lr, max_steps=options.relearn_max_steps, seed=options.seed)
     profile = sensitivity_profile(model, context.probe)
     out.update({f"{k}_sens": float(np.mean(v)) for k, v in profile.items()})
