@@ -23,7 +23,7 @@ from torch import nn
 
 from mumis.data import ImageDataset, iter_batches
 from mumis.errors import MumisError
-from mumis.methods import get_method, grant, run_method
+from mumis.methods import DataRole, get_method, grant, run_method
 from mumis.metrics import accuracy
 from mumis.models.sensitivity import logit_sensitivity
 from mumis.runtime import device, stopwatch
@@ -120,7 +120,8 @@ def unlearn(model: nn.Module, forget: Any, method: str = "mumis", *, inplace: bo
     for role, value in extra.items():
         _num_classes(model, value, role)
     unlearner = get_method(method, **options)
-    granted = grant(unlearner, forget=data, **extra)
+    offered = {"forget": data, **extra} if DataRole.FORGET in unlearner.needs else extra  # FT/ℓ1 read D_r only
+    granted = grant(unlearner, **offered)
     was_training = model.training
     before_acc, before_sens = accuracy(model, data), _mean_target_sensitivity(model, data)
     with stopwatch() as sw:

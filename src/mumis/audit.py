@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
@@ -98,11 +99,17 @@ def check_output(out: Path, inputs: list[Path], overwrite: bool) -> None:
     if out.exists() and not overwrite:
         raise MumisError(f"{out} already exists; pass --overwrite to replace it")
     parent = out.parent if str(out.parent) else Path(".")
-    probe = parent
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK):
-        raise MumisError(f"cannot write to {parent}: the directory is not writable; choose another --out")
+    existing = parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise MumisError(f"cannot write {out}: {existing} is a file, not a directory; choose another --out")
+    try:  # a real write probe: permission bits say nothing for root or read-only mounts
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".mumis-write-probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise MumisError(f"cannot write to {parent} ({err.strerror}); choose a writable --out") from None
 
 
 def now() -> str:

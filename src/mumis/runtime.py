@@ -28,6 +28,17 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+@contextmanager
+def double_backprop_kernels():
+    """Kernels that can be differentiated twice. PyTorch's fused attention kernels (flash / memory-efficient SDPA)
+    have no double backward, so MU-Mis on an attention model (ViT-style) runs attention in the reference "math"
+    implementation inside this block; other layers are unaffected."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([SDPBackend.MATH]):
+        yield
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch; return a CPU generator for data order (kept apart from model init)."""
     random.seed(seed)

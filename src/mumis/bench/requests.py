@@ -38,7 +38,7 @@ from mumis.data import (
     task_from_views,
 )
 from mumis.errors import MumisError
-from mumis.methods import UnlearningMethod, get_method
+from mumis.methods import UnlearningMethod, get_method, method_options
 from mumis.metrics import accuracy, evaluate, mia_efficacy
 from mumis.runtime import seed_everything, versions
 from mumis.training import CheckpointMeta, load_checkpoint, sidecar_path
@@ -94,6 +94,8 @@ def prepare_request(checkpoint, model_path, data, split_file, ids, forget_class,
     check_output(out, [ckpt, Path(spec)] + ([Path(value)] if kind != "class" else []), overwrite)
     if manifest_path(out).exists() and not overwrite:
         raise MumisError(f"{manifest_path(out)} already exists; pass --overwrite to replace it")
+    if kind == "ids" and "request" in method_options(method) and "request" not in options:
+        options = {**options, "request": "samples"}  # ids name samples, not a class: a method that tells them apart is told
     unlearner = get_method(method, **options)  # unknown method / option: fail before loading anything
     model, meta = load_checkpoint(ckpt)
     bundle, split = resolve_data(str(spec), data_dir)

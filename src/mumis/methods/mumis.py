@@ -28,7 +28,7 @@ from mumis.methods.stopping import DipRecoverRule, HeldoutMatchRule, NeverRule, 
 from mumis.metrics.accuracy import predict_logits
 from mumis.models import classifier_head, logit_input_gradients, random_other_classes, squared_norms
 from mumis.progress import progress_bar
-from mumis.runtime import device
+from mumis.runtime import device, double_backprop_kernels
 
 OBJECTIVES = ("paper", "target_only", "irrelevant_only", "bounded", "all_classes", "dynamic")
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -194,6 +194,10 @@ class MuMis(UnlearningMethod):
                 raise MumisError(f"MU-Mis option {option}={getattr(self.config, option)!r} is not one of {allowed}")
 
     def run(self, model: nn.Module, data: GrantedData, num_classes: int) -> MethodResult:
+        with double_backprop_kernels():  # attention layers: a kernel with a double backward
+            return self._run(model, data, num_classes)
+
+    def _run(self, model: nn.Module, data: GrantedData, num_classes: int) -> MethodResult:
         cfg = self.config
         dev = device()
         forget = data.forget

@@ -1,0 +1,213 @@
+"""Serving a deletion request from the CLI: the hostile-input table, the audit manifest, atomic outputs."""
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mumis.cli import app
+from mumis.data import Split
+from mumis.models import create_model
+from mumis.training import read_meta, save_checkpoint
+
+runner = CliRunner()
+
+
+def _sha(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """digits split + an original checkpoint, through the CLI."""
+    d = tmp_path_factory.mktemp("request")
+    assert runner.invoke(app, ["split", "digits", "--out", str(d)]).exit_code == 0
+    result = runner.invoke(app, ["train", "--split", str(d / "split.json"), "--out", str(d / "model.safetensors"),
+                                 "--epochs", "3", "--batch-size", "64"])
+    assert result.exit_code == 0, result.output
+    split = Split.load(d / "split.json")
+    (d / "ids.txt").write_text("\n".join(str(i) for i in split.train[:12]) + "\n")
+    return d
+
+
+def _forget(work, tmp_path, *extra, out_name="out/new.safetensors"):
+    out = tmp_path / out_name
+    args = ["forget", "--model", str(work / "model.safetensors"), "--data", str(work / "split.json"), "--out", str(out), *extra]
+    return runner.invoke(app, args), out
+
+
+def _assert_refused(result, out, work, message, sha_before):
+    text = " ".join(result.output.split())
+    assert result.exit_code != 0, result.output
+    assert re.search(message, text), text
+    assert not out.exists() and not out.with_suffix(".manifest.json").exists() and not out.with_suffix(".json").exists()
+    assert _sha(work / "model.safetensors") == sha_before  # the input is untouched
+
+
+def _variant_checkpoint(work, tmp_path, **changes):
+    """A copy of the original checkpoint whose sidecar says something else (architecture, classes, channels)."""
+    meta = read_meta(work / "model.safetensors")
+    for k, v in changes.items():
+        setattr(meta, k, v)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "variant.safetensors"
+    if "in_channels" in changes:
+        save_checkpoint(path, create_model(meta.architecture, meta.num_classes, meta.in_channels), meta)
+    else:
+        shutil.copy(work / "model.safetensors", path)
+        path.with_suffix(".json").write_text(json.dumps(meta.__dict__))
+    return path
+
+
+def _ids_file(tmp_path, ids):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "request.txt"
+    path.write_text("\n".join(map(str, ids)))
+    return path
+
+
+def test_hostile_input_table(work, tmp_path):
+    """Each row: a clear error naming the problem, exit status ≠ 0, no output file, the input untouched."""
+    sha = _sha(work / "model.safetensors")
+    split = Split.load(work / "split.json")
+    model, data = work / "model.safetensors", work / "split.json"
+    cases = [  # (name, --model, --data, request arguments, expected message)
+        ("wrong channels", _variant_checkpoint(work, tmp_path / "a", in_channels=3), data, ["--class", "2"], "3-channel inputs"),
+        ("label out of range", model, data, ["--class", "12"], "out of range"),
+        ("empty forget set", model, data, ["--ids", _ids_file(tmp_path / "e", [])], "names no sample ids"),
+        ("ids not in the training split", model, data, ["--ids", _ids_file(tmp_path / "f", [int(split.test[0])])],
+         "not in this split's training set"),
+        ("whole training set", model, data, ["--ids", _ids_file(tmp_path / "g", split.train.tolist())], "whole training set"),
+        ("another architecture", _variant_checkpoint(work, tmp_path / "b", architecture="resnet_small"), data,
+         ["--class", "2"], "does not match the model"),
+        ("another class count", _variant_checkpoint(work, tmp_path / "c", num_classes=5), data, ["--class", "2"],
+         "does not match the model"),
+        ("split-hash mismatch", model, "digits:1", ["--class", "2"], "trained on split"),
+        ("not an integer id", model, data, ["--ids", _ids_file(tmp_path / "h", ["7", "x1"])], "not an integer"),
+        ("two requests at once", model, data, ["--class", "2", "--ids", work / "ids.txt"], "exactly one forget request"),
+        ("unknown method", model, data, ["--class", "2", "--method", "nope"], "unknown method"),
+    ]
+    for name, ckpt, spec, request, message in cases:
+        out = tmp_path / name.replace(" ", "_") / "new.safetensors"
+        result = runner.invoke(app, ["forget", "--model", str(ckpt), "--data", str(spec), "--out", str(out),
+                                     *(str(a) for a in request)])
+        _assert_refused(result, out, work, message, sha)
+
+
+def test_truncated_checkpoint_is_refused(work, tmp_path):
+    sha = _sha(work / "model.safetensors")
+    bad = tmp_path / "truncated.safetensors"
+    data = (work / "model.safetensors").read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    shutil.copy(work / "model.json", bad.with_suffix(".json"))
+    result = runner.invoke(app, ["forget", "--model", str(bad), "--data", str(work / "split.json"), "--class", "2",
+                                 "--out", str(tmp_path / "o" / "n.safetensors")])
+    _assert_refused(result, tmp_path / "o" / "n.safetensors", work, "not a readable safetensors file", sha)
+
+
+def test_pickle_checkpoint_is_refused_with_conversion_advice(work, tmp_path):
+    import torch
+
+    sha = _sha(work / "model.safetensors")
+    pt = tmp_path / "model.pt"
+    torch.save({"w": torch.zeros(2)}, pt)
+    result = runner.invoke(app, ["forget", "--model", str(pt), "--data", str(work / "split.json"), "--class", "2",
+                                 "--out", str(tmp_path / "o" / "n.safetensors")])
+    _assert_refused(result, tmp_path / "o" / "n.safetensors", work, "never unpickles .* save_file", sha)
+
+
+def test_unwritable_output_directory_is_refused_before_any_work(work, tmp_path):
+    sha = _sha(work / "model.safetensors")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result, out = _forget(work, tmp_path, "--class", "2", out_name="a-file/sub/new.safetensors")
+    _assert_refused(result, out, work, "is a file, not a directory", sha)
+    if Path("/proc").is_dir():  # not writable even for root
+        result = runner.invoke(app, ["forget", "--model", str(work / "model.safetensors"), "--data", str(work / "split.json"),
+                                     "--class", "2", "--out", "/proc/mumis-test/new.safetensors"])
+        assert result.exit_code == 2 and "cannot write" in " ".join(result.output.split())
+
+
+def test_existing_output_needs_overwrite_and_is_left_alone(work, tmp_path):
+    sha = _sha(work / "model.safetensors")
+    out = tmp_path / "exists.safetensors"
+    out.write_bytes(b"precious")
+    result = runner.invoke(app, ["forget", "--model", str(work / "model.safetensors"), "--data", str(work / "split.json"),
+                                 "--class", "2", "--out", str(out)])
+    assert result.exit_code == 2 and "already exists" in result.output and out.read_bytes() == b"precious"
+    assert _sha(work / "model.safetensors") == sha
+
+
+def test_divergence_writes_nothing_and_names_the_step(work, tmp_path):
+    sha = _sha(work / "model.safetensors")
+    result, out = _forget(work, tmp_path, "--class", "2", "--option", "variant=paper", "--option", "lr=1000000",
+                          "--option", "fa_floor=none")
+    _assert_refused(result, out, work, r"diverged at step \d+", sha)
+
+
+def test_duplicate_ids_are_dropped_with_a_warning_and_the_manifest_verifies(work, tmp_path):
+    ids = (work / "ids.txt").read_text().split()
+    request = _ids_file(tmp_path, ids + ids[:3])
+    result, out = _forget(work, tmp_path, "--ids", request)
+    assert result.exit_code == 0, result.output
+    assert "3 duplicate id(s) dropped" in " ".join(result.output.split())
+    manifest = json.loads(out.with_suffix(".manifest.json").read_text())
+    assert manifest["request"]["count"] == len(ids) and manifest["request"]["duplicates_dropped"] == 3
+    assert manifest["method"]["options"]["request"] == "samples"  # ids are a sample request
+    assert manifest["input"]["sha256"] == _sha(work / "model.safetensors")
+    assert manifest["output"]["sha256"] == _sha(out)
+    assert manifest["method"]["data_read"] == ["forget", "heldout"]
+    for key in ("before", "after"):
+        assert set(manifest[key]) == {"fa", "mia"}
+    assert manifest["stop"]["trace"] and manifest["wall_s"] > 0 and manifest["versions"]["torch"]
+    verified = runner.invoke(app, ["verify", str(out.with_suffix(".manifest.json"))])
+    assert verified.exit_code == 0 and "all checks passed" in verified.output
+    with open(out, "ab") as f:  # tamper with the output
+        f.write(b"\0")
+    tampered = runner.invoke(app, ["verify", str(out.with_suffix(".manifest.json"))])
+    assert tampered.exit_code == 1 and "NO" in tampered.output
+
+
+def test_class_request_manifest_round_trips(work, tmp_path):
+    result, out = _forget(work, tmp_path, "--class", "2")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(out.with_suffix(".manifest.json").read_text())
+    assert manifest["request"]["kind"] == "class" and manifest["after"]["fa"] < manifest["before"]["fa"]
+    assert runner.invoke(app, ["verify", str(out.with_suffix(".manifest.json"))]).exit_code == 0
+
+
+def test_interrupt_while_writing_leaves_no_partial_output(work, tmp_path, monkeypatch):
+    import mumis.bench.requests as requests
+
+    req = requests.prepare_request(None, work / "model.safetensors", str(work / "split.json"), None, None, 2, None,
+                                   tmp_path / "o" / "n.safetensors", False, "mumis", {"show_progress": False}, None, 0, None)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(requests, "atomic_write_text", interrupted)  # the manifest write, after the checkpoint
+    with pytest.raises(KeyboardInterrupt):
+        requests.serve_request(req)
+    leftovers = list((tmp_path / "o").iterdir()) if (tmp_path / "o").exists() else []
+    assert leftovers == []  # no checkpoint, no sidecar, no manifest, no temporary file
+
+
+def test_readme_deletion_request_example_runs_as_written(tmp_path):
+    """The README's five-line deletion-request example, line by line, in an empty directory."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    block = readme.split("## Serving a deletion request")[1].split("```bash")[1].split("```")[0]
+    lines = [ln for ln in block.strip().splitlines() if ln.strip()]
+    assert len(lines) == 5
+    mumis_bin = str(Path(sys.executable).parent / "mumis")
+    env = {**os.environ, "MUMIS_DEVICE": "cpu", "MUMIS_CACHE": str(tmp_path / "cache")}
+    for line in lines:
+        command = re.sub(r"^mumis ", mumis_bin + " ", line)
+        done = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{line}\n{done.stdout}\n{done.stderr}"
+    assert "all checks passed" in done.stdout
