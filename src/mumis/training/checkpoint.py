@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mumis.data import Split
+from mumis.data.splits import publish_mode
 from mumis.errors import MumisError
 from mumis.models import create_model
 
@@ -66,6 +67,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: CheckpointMeta) ->
     try:
         save_file(state, tmp, metadata={"mumis_sidecar": sidecar_path(path).name})
         Path(side_tmp).write_text(json.dumps(asdict(meta), indent=2))
+        publish_mode(tmp)
+        publish_mode(side_tmp)
         # both files are complete before either takes its name: an interruption leaves the old pair or nothing new
         os.replace(side_tmp, sidecar_path(path))
         renamed = True
