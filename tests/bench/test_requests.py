@@ -211,3 +211,13 @@ def test_readme_deletion_request_example_runs_as_written(tmp_path):
         done = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"{line}\n{done.stdout}\n{done.stderr}"
     assert "all checks passed" in done.stdout
+
+
+def test_csv_id_file_with_header_is_read(work, tmp_path):
+    ids = (work / "ids.txt").read_text().split()[:5]
+    request = tmp_path / "request.csv"
+    request.write_text("sample_id,reason\n" + "".join(f"{i},gdpr\n" for i in ids))
+    result, out = _forget(work, tmp_path, "--ids", request)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(out.with_suffix(".manifest.json").read_text())
+    assert manifest["request"]["count"] == 5 and manifest["request"]["file_sha256"] == _sha(request)
