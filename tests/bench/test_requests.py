@@ -100,26 +100,28 @@ def test_hostile_input_table(work, tmp_path):
         _assert_refused(result, out, work, message, sha)
 
 
-def test_truncated_checkpoint_is_refused(work, tmp_path):
+def _refused_model(work, tmp_path, model, message):
     sha = _sha(work / "model.safetensors")
+    out = tmp_path / "o" / "n.safetensors"
+    result = runner.invoke(app, ["forget", "--model", str(model), "--data", str(work / "split.json"), "--class", "2",
+                                 "--out", str(out)])
+    _assert_refused(result, out, work, message, sha)
+
+
+def test_truncated_checkpoint_is_refused(work, tmp_path):
     bad = tmp_path / "truncated.safetensors"
     data = (work / "model.safetensors").read_bytes()
     bad.write_bytes(data[: len(data) // 2])
     shutil.copy(work / "model.json", bad.with_suffix(".json"))
-    result = runner.invoke(app, ["forget", "--model", str(bad), "--data", str(work / "split.json"), "--class", "2",
-                                 "--out", str(tmp_path / "o" / "n.safetensors")])
-    _assert_refused(result, tmp_path / "o" / "n.safetensors", work, "not a readable safetensors file", sha)
+    _refused_model(work, tmp_path, bad, "not a readable safetensors file")
 
 
 def test_pickle_checkpoint_is_refused_with_conversion_advice(work, tmp_path):
     import torch
 
-    sha = _sha(work / "model.safetensors")
     pt = tmp_path / "model.pt"
     torch.save({"w": torch.zeros(2)}, pt)
-    result = runner.invoke(app, ["forget", "--model", str(pt), "--data", str(work / "split.json"), "--class", "2",
-                                 "--out", str(tmp_path / "o" / "n.safetensors")])
-    _assert_refused(result, tmp_path / "o" / "n.safetensors", work, "never unpickles .* save_file", sha)
+    _refused_model(work, tmp_path, pt, "never unpickles .* save_file")
 
 
 def test_unwritable_output_directory_is_refused_before_any_work(work, tmp_path):
