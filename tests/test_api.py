@@ -113,3 +113,14 @@ def test_mumis_on_a_layernorm_vit_style_model(digits_bundle, digits_split, digit
     from mumis.metrics import accuracy
 
     assert accuracy(result.model, digits_task.retain) > accuracy(vit, digits_task.retain) - 10
+
+
+def test_the_callers_train_or_eval_mode_is_handed_back(digits_model, digits_task):
+    import copy
+
+    mine = copy.deepcopy(digits_model).train()
+    mumis.unlearn(mine, digits_task.forget.tensors(), show_progress=False)
+    assert mine.training
+    mine.eval()
+    mumis.unlearn(mine, digits_task.forget.tensors(), show_progress=False)
+    assert not mine.training

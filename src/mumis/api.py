@@ -23,7 +23,7 @@ from torch import nn
 
 from mumis.data import ImageDataset, iter_batches
 from mumis.errors import MumisError
-from mumis.methods import DataRole, get_method, grant, run_method
+from mumis.methods import DataRole, get_method, grant, raise_if_diverged, run_method
 from mumis.metrics import accuracy
 from mumis.models.sensitivity import logit_sensitivity
 from mumis.runtime import device, stopwatch
@@ -114,6 +114,7 @@ def unlearn(model: nn.Module, forget: Any, method: str = "mumis", *, inplace: bo
     and leaves the model untouched."""
     if not isinstance(model, nn.Module):
         raise MumisError(f"model must be a torch nn.Module, got {type(model).__name__}")
+    was_training = model.training  # the checks below switch it to eval mode; it is handed back as it came
     data = as_dataset(forget, "forget")
     num_classes = _num_classes(model, data, "forget")
     extra = {role: as_dataset(value, role) for role, value in (("retain", retain), ("heldout", heldout)) if value is not None}
@@ -122,20 +123,16 @@ def unlearn(model: nn.Module, forget: Any, method: str = "mumis", *, inplace: bo
     unlearner = get_method(method, **options)
     offered = {"forget": data, **extra} if DataRole.FORGET in unlearner.needs else extra  # FT/ℓ1 read D_r only
     granted = grant(unlearner, **offered)
-    was_training = model.training
     before_acc, before_sens = accuracy(model, data), _mean_target_sensitivity(model, data)
     with stopwatch() as sw:
         result = run_method(unlearner, model, granted, num_classes)
-    if result.stop_reason == "diverged" or not all(torch.isfinite(p).all() for p in result.model.parameters()):
-        step = result.steps + 1
-        raise MumisError(f"{method} diverged at step {step} (non-finite or exploding loss); the model was not changed. "
-                         "Try a smaller step (e.g. the MU-Mis default, or a lower lr).")
+    raise_if_diverged(result, method, "the model was not changed")
     unlearned = result.model.eval()
     after_acc, after_sens = accuracy(unlearned, data), _mean_target_sensitivity(unlearned, data)
     if inplace:
         model.load_state_dict(unlearned.state_dict())
         unlearned = model
-    model.train(was_training)  # evaluation switched it to eval mode; hand it back as it came
+    model.train(was_training)
     return UnlearnResult(
         model=unlearned, method=method, options=copy.deepcopy(unlearner.config_dict()), stop_reason=result.stop_reason,
         steps=result.steps, forget_acc_before=before_acc, forget_acc_after=after_acc,

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import torch
 from torch import nn
 
 from mumis.audit import (
@@ -38,7 +37,7 @@ from mumis.data import (
     task_from_views,
 )
 from mumis.errors import MumisError
-from mumis.methods import UnlearningMethod, get_method, method_options
+from mumis.methods import UnlearningMethod, get_method, method_options, raise_if_diverged
 from mumis.metrics import accuracy, evaluate, mia_efficacy
 from mumis.runtime import seed_everything, versions
 from mumis.training import CheckpointMeta, load_checkpoint, sidecar_path
@@ -124,10 +123,7 @@ def serve_request(req: DeletionRequest, trace: bool = False) -> dict:
     seed_everything(req.meta.seed)
     before = _forget_metrics(req.model, req.task)
     result, data, sw = apply_method(req.method, req.model, req.task, req.surrogate)
-    finite = all(torch.isfinite(p).all() for p in result.model.parameters())
-    if result.stop_reason == "diverged" or not finite:
-        raise MumisError(f"{req.method.name} diverged at step {result.steps + 1} (non-finite or exploding loss); "
-                         f"nothing was written and {req.checkpoint} is unchanged. Try a smaller step (e.g. lr).")
+    raise_if_diverged(result, req.method.name, f"nothing was written and {req.checkpoint} is unchanged")
     metrics = evaluate(result.model, req.task)
     after = {"fa": metrics["fa"], "mia": float(metrics["mia"])}
     written = [req.out, sidecar_path(req.out), manifest_path(req.out)]

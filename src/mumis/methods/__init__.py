@@ -23,6 +23,7 @@ from mumis.methods.base import (
     MethodResult,
     UnlearningMethod,
     grant,
+    raise_if_diverged,
     run_method,
 )
 from mumis.methods.mumis import MuMis, MuMisConfig, mumis_loss
@@ -31,5 +32,5 @@ from mumis.methods.stopping import DipRecoverRule
 
 __all__ = [
     "DataAccessError", "DataRole", "DipRecoverRule", "GrantedData", "MethodResult", "MuMis", "MuMisConfig",
-    "UnlearningMethod", "get_method", "grant", "list_methods", "method_options", "quiet_method", "mumis_loss", "register", "run_method",
+    "UnlearningMethod", "get_method", "grant", "list_methods", "method_options", "quiet_method", "mumis_loss", "raise_if_diverged", "register", "run_method",
 ]

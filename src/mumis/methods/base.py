@@ -122,3 +122,13 @@ def grant(method: UnlearningMethod, **datasets: Optional[ImageDataset]) -> Grant
 def run_method(method: UnlearningMethod, model: nn.Module, data: GrantedData, num_classes: int) -> MethodResult:
     """Run ``method`` on a deep copy of ``model``."""
     return method.run(copy.deepcopy(model), data, num_classes)
+
+
+def raise_if_diverged(result: MethodResult, method: str, unchanged: str) -> None:
+    """A run that ended on a non-finite or exploding loss (``stop_reason == "diverged"``) or with non-finite weights
+    is an error for a caller serving a request: name the step, and say what was left unchanged."""
+    import torch
+
+    if result.stop_reason == "diverged" or not all(torch.isfinite(p).all() for p in result.model.parameters()):
+        raise MumisError(f"{method} diverged at step {result.steps + 1} (non-finite or exploding loss); {unchanged}. "
+                         "Try a smaller step (e.g. the MU-Mis default, or a lower lr).")
