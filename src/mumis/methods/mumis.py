@@ -208,7 +208,7 @@ class MuMis(UnlearningMethod):
         for p in trainable:
             p.requires_grad_(True)
         generator = torch.Generator().manual_seed(cfg.seed)
-        x_all, y_all = forget.tensors()
+        y_all = forget.labels  # inputs are normalised batch by batch: D_f is never held as one float tensor
         panel = _fixed_panel(y_all, num_classes, cfg.monitor_classes, generator)
         aside = torch.Generator().manual_seed(cfg.seed + 1)  # draws that leave the c' / batch-order stream untouched
         watched = torch.randperm(len(y_all), generator=aside)[: cfg.monitor_size].sort().values
@@ -217,7 +217,7 @@ class MuMis(UnlearningMethod):
         heldout = data.heldout if cfg.stop in ("heldout", "heldout_loss") else None
 
         def monitor() -> dict:
-            stats = _forget_statistics(model, x_all, y_all, panel, watched, cfg.batch_size, dev)
+            stats = _forget_statistics(model, forget, panel, watched, cfg.batch_size, dev)
             if heldout is not None:
                 logits = predict_logits(model, heldout, 4 * cfg.batch_size)
                 stats["heldout_acc"] = 100.0 * (logits.argmax(1) == heldout.labels).float().mean().item()
@@ -246,13 +246,13 @@ class MuMis(UnlearningMethod):
         start_reason = cfg.stop if rule.update(_rule_input(cfg, trace[0])) else None
         explode_at = cfg.explode_factor * max(stats["target_sq"], 1e-12)
         good_state = copy.deepcopy(model.state_dict())
-        bound = _squared_sensitivity_table(model, x_all, y_all, num_classes, cfg.batch_size, dev) if cfg.objective in ("bounded", "dynamic") else None
+        bound = _squared_sensitivity_table(model, forget, num_classes, cfg.batch_size, dev) if cfg.objective in ("bounded", "dynamic") else None
         lr = cfg.lr
         if cfg.optimizer != "adam" and cfg.lr_scale == "sensitivity":
             lr = cfg.lr / max(stats["target_sq"], 1e-12)
         elif cfg.optimizer != "adam" and cfg.lr_scale == "curvature":
             first = torch.randperm(len(y_all), generator=aside)[: 4 * cfg.batch_size]
-            x0, y0 = x_all[first].to(dev), y_all[first].to(dev)
+            x0, y0 = (t.to(dev) for t in forget.batch(first))
             other0 = random_other_classes(y0, num_classes, aside)
             b0 = None if bound is None else bound[first, other0.cpu()].to(dev)
             info["curvature"] = sharpest_curvature(
@@ -350,12 +350,12 @@ def _optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
 
 
 @torch.no_grad()
-def _squared_sensitivity_table(model, x_all, y_all, num_classes, batch_size, dev) -> torch.Tensor:
+def _squared_sensitivity_table(model, forget, num_classes, batch_size, dev) -> torch.Tensor:
     """‖∇x f_k(x_i)‖² for every forget sample i and class k (N × K), at the weights unlearning starts from."""
     rows = []
-    for start in range(0, len(y_all), batch_size):
+    for x, _ in iter_batches(forget, batch_size):
         with torch.enable_grad():
-            x = x_all[start : start + batch_size].to(dev).requires_grad_(True)
+            x = x.to(dev).requires_grad_(True)
             logits = model(x)
             rows.append(torch.stack([
                 squared_norms(logit_input_gradients(model, x, torch.full((len(x),), k, device=dev), logits=logits)).detach()
@@ -402,20 +402,19 @@ def _fixed_panel(labels: torch.Tensor, num_classes: int, size: int, generator: t
 
 
 @torch.no_grad()
-def _forget_statistics(model, x_all, y_all, panel, watched, batch_size, dev) -> dict:
+def _forget_statistics(model, forget, panel, watched, batch_size, dev) -> dict:
     """Mean target and irrelevant sensitivities (and their squares) over the ``watched`` forget samples, and
     forget accuracy (%) over all of D_f."""
-    step = 4 * batch_size
-    logits = torch.cat([model(x_all[i : i + step].to(dev)).cpu() for i in range(0, len(y_all), step)])
-    forget_acc = 100.0 * (logits.argmax(1) == y_all).float().mean().item()
-    forget_loss = F.cross_entropy(logits, y_all).item()
-    x_all, y_all, panel = x_all[watched], y_all[watched], panel[watched]
+    logits = torch.cat([model(x.to(dev)).cpu() for x, _ in iter_batches(forget, 4 * batch_size)])
+    forget_acc = 100.0 * (logits.argmax(1) == forget.labels).float().mean().item()
+    forget_loss = F.cross_entropy(logits, forget.labels).item()
+    watched_data, panel = forget.subset(watched), panel[watched]
     sums = dict(target=0.0, irrelevant=0.0, target_sq=0.0, irrelevant_sq=0.0)
-    for start in range(0, len(y_all), batch_size):
+    for start, (x, y) in zip(range(0, len(watched_data), batch_size), iter_batches(watched_data, batch_size)):
         sl = slice(start, start + batch_size)
         with torch.enable_grad():
-            x = x_all[sl].to(dev).requires_grad_(True)
-            y = y_all[sl].to(dev)
+            x = x.to(dev).requires_grad_(True)
+            y = y.to(dev)
             logits = model(x)
             t_sq = squared_norms(logit_input_gradients(model, x, y, logits=logits)).detach()
             o_sq = torch.stack([
@@ -426,7 +425,7 @@ def _forget_statistics(model, x_all, y_all, panel, watched, batch_size, dev) -> 
         sums["target_sq"] += t_sq.sum().item()
         sums["irrelevant"] += o_sq.sqrt().mean(0).sum().item()
         sums["irrelevant_sq"] += o_sq.mean(0).sum().item()
-    out = {k: v / len(y_all) for k, v in sums.items()}
+    out = {k: v / len(watched_data) for k, v in sums.items()}
     out["forget_acc"] = forget_acc
     out["forget_loss"] = forget_loss
     return out
