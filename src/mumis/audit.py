@@ -39,7 +39,10 @@ def ids_sha256(ids: list[int]) -> str:
 
 def refuse_pickle(path: Path) -> None:
     """Pickle-based checkpoints (torch.save) can run code when loaded: mumis never opens them."""
-    head = path.read_bytes()[:4] if path.is_file() else b""
+    head = b""
+    if path.is_file():
+        with open(path, "rb") as f:  # four bytes tell pickle / zip from safetensors; no need to read the weights
+            head = f.read(4)
     if path.suffix.lower() in _PICKLE_SUFFIXES or head[:2] == b"PK" or head[:1] == b"\x80":
         raise MumisError(
             f"{path} looks like a pickle / torch.save checkpoint; mumis never unpickles files (loading one can run "

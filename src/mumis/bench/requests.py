@@ -64,7 +64,7 @@ def _one(what: str, **given):
     return next(iter(named.items()))
 
 
-def _forget_set(kind: str, value, split, train, data_dir) -> tuple[ForgetSet, dict]:
+def _forget_set(kind: str, value, split, train) -> tuple[ForgetSet, dict]:
     if kind == "ids":
         path = Path(value)
         ids, dropped = read_ids(path)
@@ -103,7 +103,7 @@ def prepare_request(checkpoint, model_path, data, split_file, ids, forget_class,
     if (meta.in_channels, meta.num_classes) != (train.in_channels, train.num_classes):
         raise MumisError(f"{ckpt} takes {meta.in_channels}-channel inputs with {meta.num_classes} classes, but "
                          f"{split.dataset} has {train.in_channels} channels and {train.num_classes} classes")
-    fs, described = _forget_set(kind, value, split, train, data_dir)
+    fs, described = _forget_set(kind, value, split, train)
     if len(fs.indices) >= len(train):
         raise MumisError("the forget set is the whole training set: nothing would be left to keep. Retrain from "
                          "scratch on new data instead of unlearning.")
@@ -186,7 +186,7 @@ def verify_manifest(path: Path, data_dir: Optional[Path] = None) -> list[tuple[s
     train, test = split.materialise(bundle)
     kind = request["kind"]
     value = request.get("class") if kind == "class" else request["path"]
-    fs, _ = _forget_set(kind, value, split, train, data_dir)
+    fs, _ = _forget_set(kind, value, split, train)
     checks.append(("forget set SHA-256", request["forget_sha256"][:16] + "…", fs.sha256[:16] + "…", fs.sha256 == request["forget_sha256"]))
     model, _ = load_checkpoint(out)
     now_metrics = _forget_metrics(model, task_from_views(train, test, split, fs))
