@@ -1,6 +1,7 @@
 """Result rows: one per (method, task, dataset, model, seed), each carrying its provenance."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -45,7 +46,9 @@ def config_hash(obj: dict) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
 def git_sha() -> Optional[str]:
+    """The checkout's commit, asked once per process (every result row records it)."""
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                               cwd=Path(__file__).parent).stdout.strip() or None
