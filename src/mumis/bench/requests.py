@@ -38,7 +38,7 @@ from mumis.data import (
 )
 from mumis.errors import MumisError
 from mumis.methods import UnlearningMethod, get_method, method_options, raise_if_diverged
-from mumis.metrics import accuracy, evaluate, mia_efficacy
+from mumis.metrics import evaluate
 from mumis.runtime import seed_everything, versions
 from mumis.training import CheckpointMeta, load_checkpoint, sidecar_path
 
@@ -113,7 +113,9 @@ def prepare_request(checkpoint, model_path, data, split_file, ids, forget_class,
 
 
 def _forget_metrics(model: nn.Module, task: TaskData) -> dict:
-    return {"fa": accuracy(model, task.forget), "mia": float(mia_efficacy(model, task.retain, task.test, task.forget))}
+    """What the manifest records before and after, and what `mumis verify` recomputes: one code path for all three."""
+    metrics = evaluate(model, task)
+    return {"fa": metrics["fa"], "mia": metrics["mia"]}
 
 
 def serve_request(req: DeletionRequest, trace: bool = False) -> dict:
@@ -125,7 +127,7 @@ def serve_request(req: DeletionRequest, trace: bool = False) -> dict:
     result, data, sw = apply_method(req.method, req.model, req.task, req.surrogate)
     raise_if_diverged(result, req.method.name, f"nothing was written and {req.checkpoint} is unchanged")
     metrics = evaluate(result.model, req.task)
-    after = {"fa": metrics["fa"], "mia": float(metrics["mia"])}
+    after = {"fa": metrics["fa"], "mia": metrics["mia"]}
     written = [req.out, sidecar_path(req.out), manifest_path(req.out)]
     trace_stem = req.out.with_suffix(".trace") if trace else None
     if trace_stem is not None:

@@ -11,6 +11,7 @@ from torch import nn
 from mumis.data import TaskData
 from mumis.metrics.accuracy import accuracy, predict_logits
 from mumis.metrics.divergence import js_divergence, kl_divergence
+from mumis.metrics.evaluate import evaluate, task_logits
 from mumis.metrics.mia import (
     loss_mia_from_losses,
     mia_efficacy_from_confidence,
@@ -53,10 +54,6 @@ class SuiteContext:
         return cls(probs, accuracy(original, task.forget), sensitivity_profile(original, probe), probe)
 
 
-def _acc(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return float("nan") if len(labels) == 0 else 100.0 * (logits.argmax(1) == labels).float().mean().item()
-
-
 def evaluate_suite(model: nn.Module, task: TaskData, context: SuiteContext, options: SuiteOptions = SuiteOptions()) -> dict:
     """FA, RA, TA, MIA (SalUn-exact) and forgotten-class TA (as :func:`~mumis.metrics.evaluate`), plus
 
@@ -72,15 +69,14 @@ def evaluate_suite(model: nn.Module, task: TaskData, context: SuiteContext, opti
     cache logits, reuse them for every attack feature).
     """
     forget, retain, test = task.forget, task.retain, task.test
-    gone = task.test_forgotten if task.test_forgotten is not None and len(task.test_forgotten) else None
-    lf, lr, lt = (predict_logits(model, d) for d in (forget, retain, test))
-    lg = predict_logits(model, gone) if gone is not None else None
-    conf = {name: true_class_confidence(logits, d.labels) for name, logits, d in (("f", lf, forget), ("r", lr, retain), ("t", lt, test))}
-    out = {"fa": _acc(lf, forget.labels), "ra": _acc(lr, retain.labels), "ta": _acc(lt, test.labels),
-           "forgotten_test_acc": _acc(lg, gone.labels) if gone is not None else float("nan")}
-    out["mia"] = float(mia_efficacy_from_confidence(conf["r"][: min(len(test), len(retain))], conf["t"], conf["f"]))
+    logits = task_logits(model, task)
+    out = evaluate(model, task, logits)
+    lf, lt, lg = logits["forget"], logits["test"], logits["test_forgotten"]
+    gone = task.test_forgotten if lg is not None else None
+    conf_r = true_class_confidence(logits["retain"], retain.labels)
+    conf_t, conf_f = true_class_confidence(lt, test.labels), true_class_confidence(lf, forget.labels)
     in_idx, out_idx = stratified_shadow_indices(retain.labels.numpy(), test.labels.numpy(), options.seed, options.mia_cap)
-    out["mia_stratified"] = float(mia_efficacy_from_confidence(conf["r"][in_idx], conf["t"][out_idx], conf["f"]))
+    out["mia_stratified"] = float(mia_efficacy_from_confidence(conf_r[in_idx], conf_t[out_idx], conf_f))
     unseen_logits, unseen = (lg, gone) if gone is not None else (lt, test)
     out["mia_loss"] = loss_mia_from_losses(per_sample_loss(lf, forget.labels), per_sample_loss(unseen_logits, unseen.labels), options.seed)
     if context.reference_probs is not None:
