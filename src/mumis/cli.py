@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mumis import distributed
 from mumis.audit import manifest_path
 from mumis.bench import ExperimentConfig, print_table, run_experiment
 from mumis.bench.grid import load_grid, preset_names
@@ -141,7 +142,10 @@ def train(
     seed: int = typer.Option(0),
     data_dir: Optional[Path] = typer.Option(None),
 ):
-    """Train an original model (or, with --forget, the retrain reference) through the one training loop."""
+    """Train an original model (or, with --forget, the retrain reference) through the one training loop.
+
+    Under ``torchrun --nproc-per-node N`` the N processes train one model with DistributedDataParallel (global
+    batch = --batch-size); rank 0 alone writes the checkpoint."""
     sp = Split.load(split_file)
     bundle = load_dataset(sp.dataset, data_dir)
     train_set, test_set = sp.materialise(bundle)
@@ -152,16 +156,20 @@ def train(
         _, train_set = fs.partition(train_set)
         forget_sha, role = fs.sha256, "retrain"
     recipe = TrainRecipe(epochs=epochs, batch_size=batch_size, lr=lr)
-    seed_everything(seed)
-    net = create_model(model, train_set.num_classes, train_set.in_channels)
-    report = fit(net, train_set, recipe, seed=seed, description=f"{role} ({model})")
-    meta = CheckpointMeta(architecture=model, num_classes=train_set.num_classes, in_channels=train_set.in_channels,
-                          dataset=sp.dataset, classes=list(train_set.classes), split_sha256=sp.sha256, role=role,
-                          seed=seed, forget_sha256=forget_sha, recipe=recipe.to_dict(), wall_s=report.wall_s,
-                          accuracies={"train": accuracy(net, train_set), "test": accuracy(net, test_set)})
-    save_checkpoint(out, net, meta)
-    console.print(f"{role} model → {out} ({report.wall_s:.1f} s; train acc {meta.accuracies['train']:.2f} %, "
-                  f"test acc {meta.accuracies['test']:.2f} %)")
+    with distributed.process_group():
+        seed_everything(seed)
+        net = create_model(model, train_set.num_classes, train_set.in_channels)
+        report = fit(net, train_set, recipe, seed=seed, description=f"{role} ({model})")
+        if not distributed.is_main():
+            return
+        meta = CheckpointMeta(architecture=model, num_classes=train_set.num_classes, in_channels=train_set.in_channels,
+                              dataset=sp.dataset, classes=list(train_set.classes), split_sha256=sp.sha256, role=role,
+                              seed=seed, forget_sha256=forget_sha, recipe=recipe.to_dict(), wall_s=report.wall_s,
+                              accuracies={"train": accuracy(net, train_set), "test": accuracy(net, test_set)},
+                              processes=distributed.world_size())
+        save_checkpoint(out, net, meta)
+    console.print(f"{role} model → {out} ({report.wall_s:.1f} s on {meta.processes} process(es); train acc "
+                  f"{meta.accuracies['train']:.2f} %, test acc {meta.accuracies['test']:.2f} %)")
 
 
 def _load_task(checkpoint: Path, split_file: Path, forget_file: Path, data_dir: Optional[Path]):
@@ -365,3 +373,7 @@ def _demo_methods(spec: str) -> list[str]:
 
 def main():  # pragma: no cover
     sys.exit(app())
+
+
+if __name__ == "__main__":  # `torchrun --nproc-per-node N -m mumis.cli train ...`
+    main()

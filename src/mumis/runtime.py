@@ -1,8 +1,10 @@
-"""Device, precision and seeding: decided here and nowhere else.
+"""Device, precision, memory layout and seeding: decided here and nowhere else.
 
 Every module asks :func:`device` for where tensors live instead of calling ``.cuda()``; tests and the CLI
-can pin the choice with ``MUMIS_DEVICE=cpu``. Precision is float32 throughout: MU-Mis differentiates
-through an input gradient (double backprop), where half precision loses the small second-order terms.
+can pin the choice with ``MUMIS_DEVICE=cpu``. Training may take the GPU fast path (:func:`fast_path`: autocast,
+channels_last, data held on the device, ``torch.compile``); MU-Mis and every metric stay float32 in the
+contiguous layout (:data:`DOUBLE_BACKPROP_LAYOUT`): MU-Mis differentiates through an input gradient (double
+backprop), where half precision loses the small second-order terms.
 """
 from __future__ import annotations
 
@@ -13,11 +15,67 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
 
 DTYPE = torch.float32
+# MU-Mis's double backward runs in this layout: on the CPU, contiguous measured faster than channels_last
+# (benchmarks/scaling.py prints both on the machine it runs on).
+DOUBLE_BACKPROP_LAYOUT = torch.contiguous_format
+_ON_DEVICE_MAX_BYTES = 2 * 2**30  # datasets up to this size live on the GPU for the whole run (as airbench does)
+_COMPILE_MIN_STEPS = 2000  # below this, compiling costs more than it saves
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """How the training loop runs on this device. Each switch has an environment override, ``MUMIS_AMP``
+    (off|bf16|fp16), ``MUMIS_CHANNELS_LAST`` (0|1), ``MUMIS_COMPILE`` (off|auto|a torch.compile backend, e.g.
+    inductor), ``MUMIS_DATA_ON_DEVICE`` (0|1); unset means the automatic choice: everything on for a GPU,
+    everything off for a CPU, where each of these paths still runs, only more slowly."""
+
+    amp: str = "off"
+    channels_last: bool = False
+    compile: str = "off"  # "off", "auto" (compile long runs only) or a backend name
+    data_on_device: bool = False
+
+    @property
+    def amp_dtype(self) -> Optional[torch.dtype]:
+        return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.amp]
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def compile_backend(self, total_steps: int) -> Optional[str]:
+        """The torch.compile backend for a run of ``total_steps``, or None to run eagerly."""
+        if self.compile == "off" or (self.compile == "auto" and total_steps < _COMPILE_MIN_STEPS):
+            return None
+        return "inductor" if self.compile == "auto" else self.compile
+
+    def keep_on_device(self, nbytes: int) -> bool:
+        return self.data_on_device and nbytes <= _ON_DEVICE_MAX_BYTES
+
+
+def _flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    if value not in ("0", "1"):
+        raise ValueError(f"{name}={value!r}: use 0 or 1")
+    return value == "1"
+
+
+def fast_path() -> FastPath:
+    """The training fast path for :func:`device` (see :class:`FastPath`)."""
+    gpu = device().type == "cuda"
+    amp = os.environ.get("MUMIS_AMP") or (("bf16" if torch.cuda.is_bf16_supported() else "fp16") if gpu else "off")
+    if amp not in ("off", "bf16", "fp16"):
+        raise ValueError(f"MUMIS_AMP={amp!r}: use off, bf16 or fp16")
+    return FastPath(amp=amp, channels_last=_flag("MUMIS_CHANNELS_LAST", gpu),
+                    compile=os.environ.get("MUMIS_COMPILE") or ("auto" if gpu else "off"),
+                    data_on_device=_flag("MUMIS_DATA_ON_DEVICE", gpu))
 
 
 def device() -> torch.device:
@@ -25,7 +83,9 @@ def device() -> torch.device:
     choice = os.environ.get("MUMIS_DEVICE")
     if choice:
         return torch.device(choice)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.cuda.is_available():  # under torchrun each process drives the GPU of its local rank
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
 
 
 @contextmanager

@@ -51,8 +51,8 @@ class ImageDataset(torch.utils.data.Dataset):
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         if images.is_floating_point():
             return images.float()
-        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
-        std = torch.tensor(self.std).view(1, -1, 1, 1)
+        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
         return (images.float() / 255.0 - mean) / std
 
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,6 +63,11 @@ class ImageDataset(torch.utils.data.Dataset):
         idx = torch.as_tensor(np.asarray(index, dtype=np.int64))
         fine = None if self.fine_labels is None else self.fine_labels[idx]
         return replace(self, images=self.images[idx], labels=self.labels[idx], fine_labels=fine)
+
+    def to(self, device: torch.device) -> "ImageDataset":
+        """The same dataset held on ``device`` (batches are then sliced there, with no host-to-device copy)."""
+        fine = None if self.fine_labels is None else self.fine_labels.to(device)
+        return replace(self, images=self.images.to(device), labels=self.labels.to(device), fine_labels=fine)
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.batch(torch.arange(len(self)))
@@ -92,6 +97,19 @@ def iter_batches(
     for start in range(0, n, batch_size):
         index = order[start : start + batch_size]
         yield (*data.batch(index), index) if with_index else data.batch(index)
+
+
+def iter_rank_batches(data: ImageDataset, batch_size: int, seed: int, epoch: int, rank: int, world_size: int
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """This rank's (x, y) batches of one epoch under data-parallel training: :class:`DistributedSampler` draws one
+    permutation per (seed, epoch), the same on every rank, and hands each rank every ``world_size``-th sample
+    (padding with repeats so all ranks take the same number of steps)."""
+    sampler = torch.utils.data.DistributedSampler(range(len(data)), num_replicas=world_size, rank=rank, shuffle=True,
+                                                  seed=seed)
+    sampler.set_epoch(epoch)
+    order = torch.tensor(list(sampler), dtype=torch.long)
+    for start in range(0, len(order), batch_size):
+        yield data.batch(order[start : start + batch_size])
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ class CheckpointMeta:
     method: Optional[dict] = None  # for unlearned models: name, config, stop reason
     accuracies: dict = field(default_factory=dict)
     wall_s: float = 0.0
+    processes: int = 1  # how many data-parallel processes trained it (torchrun)
 
     def check_split(self, split: Split) -> None:
         if self.split_sha256 != split.sha256:

@@ -8,10 +8,13 @@ from typing import Callable, Iterable, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-from mumis.data import ImageDataset, iter_batches
+from mumis import distributed
+from mumis.data import ImageDataset, iter_batches, iter_rank_batches
+from mumis.errors import MumisError
 from mumis.progress import progress_bar
-from mumis.runtime import device, seed_everything, stopwatch
+from mumis.runtime import DOUBLE_BACKPROP_LAYOUT, device, fast_path, seed_everything, stopwatch
 from mumis.training.recipe import TrainRecipe
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -28,22 +31,25 @@ class FitReport:
     final_loss: float
 
 
-def _lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-    raise ValueError(f"unknown schedule {schedule!r}; use 'cosine' or 'constant'")
-
-
 def _optimizer(recipe: TrainRecipe, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     if recipe.optimizer == "adam":
         return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}; use 'sgd' or 'adam'")
+
+
+def _epoch_batches(data: ImageDataset, batch_size: int, seed: int, generator: torch.Generator):
+    """A function epoch -> batches: the whole shuffled set in one process, this rank's shard under torchrun
+    (the global batch stays ``batch_size``: each of the N ranks takes ``batch_size / N``)."""
+    if not distributed.active():
+        return math.ceil(len(data) / batch_size), lambda epoch: iter_batches(data, batch_size, shuffle=True, generator=generator)
+    world = distributed.world_size()
+    if batch_size % world:
+        raise MumisError(f"batch size {batch_size} does not split over {world} processes; use a multiple of {world}")
+    per_rank = batch_size // world
+    return (math.ceil(math.ceil(len(data) / world) / per_rank),
+            lambda epoch: iter_rank_batches(data, per_rank, seed, epoch, distributed.rank(), world))
 
 
 def fit(
@@ -65,25 +71,39 @@ def fit(
     weight mask) and ends training early by returning True; ``params`` limits what the optimiser moves
     (default: every parameter); ``freeze_norm`` keeps the model in eval mode, so BatchNorm statistics are not
     overwritten by the data of this loop.
+
+    Under ``torchrun`` (see :mod:`mumis.distributed`) the same loop trains with DistributedDataParallel: each
+    rank sees its shard of every epoch and gradients are averaged, so the result matches one process with the
+    same global batch. On a GPU it takes the fast path of :func:`mumis.runtime.fast_path`.
     """
     generator = seed_everything(seed)
-    dev = device()
-    model.to(dev).train(not freeze_norm)
+    dev, fast = device(), fast_path()
+    model.to(dev, memory_format=fast.memory_format).train(not freeze_norm)
     params = list(model.parameters()) if params is None else list(params)
     opt = _optimizer(recipe, params)
-    per_epoch = math.ceil(len(data) / recipe.batch_size)
+    if fast.keep_on_device(data.images.nbytes):
+        data = data.to(dev)
+    per_epoch, epoch_batches = _epoch_batches(data, recipe.batch_size, seed, generator)
     total = per_epoch * recipe.epochs
     warmup = int(recipe.warmup_epochs * per_epoch)
+    net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None) if distributed.active() else model
+    backend = fast.compile_backend(total)
+    net = torch.compile(net, backend=backend) if backend else net
+    scaler = torch.amp.GradScaler(dev.type, enabled=fast.amp == "fp16")  # bf16 needs no loss scaling
     step, last, stop = 0, float("nan"), False
+    show_progress = show_progress and distributed.is_main()
     with stopwatch() as sw, progress_bar(description, total, show_progress) as advance:
         for epoch in range(recipe.epochs):
-            for x, y in iter_batches(data, recipe.batch_size, shuffle=True, generator=generator):
+            for x, y in epoch_batches(epoch):
                 for group in opt.param_groups:
-                    group["lr"] = recipe.lr * _lr_factor(step, total, warmup, recipe.schedule)
-                loss = loss_fn(model, x.to(dev), y.to(dev))
+                    group["lr"] = recipe.lr * recipe.lr_factor(step, total, warmup, per_epoch)
+                x = x.to(dev, non_blocking=True, memory_format=fast.memory_format)
+                with torch.autocast(dev.type, dtype=fast.amp_dtype, enabled=fast.amp_dtype is not None):
+                    loss = loss_fn(net, x, y.to(dev, non_blocking=True))
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
                 stop = on_step is not None and bool(on_step(step, opt))
                 step += 1
                 last = loss.item()
@@ -92,5 +112,5 @@ def fit(
                     break
             if stop:
                 break
-    model.eval()
+    model.to(memory_format=DOUBLE_BACKPROP_LAYOUT).eval()  # what every later consumer (metrics, MU-Mis) expects
     return FitReport(wall_s=sw.seconds, steps=step, final_loss=last)
