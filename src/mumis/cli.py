@@ -319,13 +319,22 @@ def bench(
     cache_dir: Optional[Path] = typer.Option(None, help="where original/retrain models are cached (default ~/.cache/mumis)"),
     data_dir: Optional[Path] = typer.Option(None, help="where user-supplied dataset files live (overrides the grid's)"),
     progress: bool = typer.Option(True, help="show the progress bar"),
+    executor: str = typer.Option("local", help="local (cells in this process) or ray (each cell a Ray task)"),
+    address: Optional[str] = typer.Option(None, help="with --executor ray: the cluster to join (e.g. ray://head:10001 "
+                                                     "or auto); default: start a local Ray instance"),
+    cpus_per_cell: float = typer.Option(1.0, help="with --executor ray: CPUs each cell asks for"),
+    gpus_per_cell: float = typer.Option(0.0, help="with --executor ray: GPUs each cell asks for (fractions share a GPU)"),
 ):
-    """Run a benchmark grid; every finished cell is committed at once, so a killed run resumes where it stopped."""
+    """Run a benchmark grid; every finished cell is committed at once, so a killed run resumes where it stopped.
+
+    With --executor ray the cells run as Ray tasks (this process alone writes the database); the model cache and
+    --data-dir must then be on a filesystem every node shares."""
     spec = load_grid(grid)
     if data_dir is not None:
         spec = dataclasses.replace(spec, data_dir=str(data_dir))
     db = db or Path("runs/bench") / f"{spec.name}.sqlite"
-    outcome = run_grid(spec, db, cache_dir, show_progress=progress, console=console)
+    outcome = run_grid(spec, db, cache_dir, show_progress=progress, console=console, executor=executor,
+                       address=address, cpus_per_cell=cpus_per_cell, gpus_per_cell=gpus_per_cell)
     print_gap_summary(db, console, title=f"Avg. Gap to retrain (mean over seeds) — grid {spec.name}")
     console.print(f"{outcome.finished} cells run, {outcome.skipped} already done, {len(outcome.failed)} failed, "
                   f"{outcome.wall_s:.0f} s → {db}\nReport: mumis report {db}")

@@ -16,6 +16,7 @@ from mumis.bench.references import default_cache_dir, trained_reference
 from mumis.bench.results import config_hash, git_sha
 from mumis.bench.store import ResultStore
 from mumis.data import TaskStep, load_dataset
+from mumis.errors import MumisError
 from mumis.methods import quiet_method
 from mumis.metrics import SuiteContext, avg_gap, evaluate_suite, sensitivity_profile, tow
 from mumis.models import create_model
@@ -108,39 +109,75 @@ class GridOutcome:
     wall_s: float
 
 
+class CellRecorder:
+    """The driver's side of a run: the only writer of the results database, whichever executor computed the cell."""
+
+    def __init__(self, store: ResultStore, grid: str, advance):
+        self.store, self.grid, self.advance = store, grid, advance
+        self.finished, self.failed = 0, []
+
+    def done(self, cell: Cell, rows: list[dict], artifacts: dict, wall_s: float) -> None:
+        self.store.write_cell(cell.key, cell.describe(), rows, self.grid, cell.label, artifacts, wall_s)
+        self.finished += 1
+        self.advance(f"{cell.dataset} {cell.task.label} seed {cell.seed}: {cell.label}")
+
+    def fail(self, cell: Cell, error: str, trace: str) -> None:
+        """Recorded with its traceback; the next run retries it (and only the failed cells)."""
+        self.store.record_failure(cell.key, cell.describe(), error, trace, self.grid, cell.label)
+        self.failed.append(f"{cell.label} {cell.dataset}/{cell.model}/{cell.task.label}/seed {cell.seed}: {error}")
+        self.advance(f"{cell.label} failed")
+
+
+def timed_cell(cell: Cell, ctx: GroupContext) -> tuple[list[dict], dict, float]:
+    with stopwatch() as sw:
+        rows, artifacts = run_cell(cell, ctx)
+    return rows, artifacts, sw.seconds
+
+
+def run_local(pending: list[Cell], cache_dir: Path, data_dir: Optional[str], recorder: CellRecorder) -> None:
+    """The in-process executor: cells of one (dataset, model, task, seed) group share one prepared context."""
+    for _, group in itertools.groupby(pending, key=lambda c: c.group):
+        group = list(group)
+        try:
+            ctx = GroupContext.prepare(group[0], cache_dir, data_dir)
+        except Exception as err:  # noqa: BLE001  (a missing dataset fails its cells, not the grid)
+            for cell in group:
+                recorder.fail(cell, repr(err), traceback.format_exc())
+            continue
+        for cell in group:
+            try:
+                rows, artifacts, wall_s = timed_cell(cell, ctx)
+            except Exception as err:  # noqa: BLE001  (recorded with its traceback, retried next run)
+                recorder.fail(cell, repr(err), traceback.format_exc())
+                continue
+            recorder.done(cell, rows, artifacts, wall_s)
+
+
 def run_grid(spec: GridSpec, db: str | Path, cache_dir: str | Path | None = None, show_progress: bool = True,
-             console: Console | None = None) -> GridOutcome:
-    """Run every cell of ``spec`` that ``db`` does not hold yet; each finished cell is committed at once."""
+             console: Console | None = None, executor: str = "local", address: Optional[str] = None,
+             cpus_per_cell: float = 1, gpus_per_cell: float = 0) -> GridOutcome:
+    """Run every cell of ``spec`` that ``db`` does not hold yet; each finished cell is committed at once.
+
+    ``executor="local"`` runs cells in this process; ``"ray"`` runs each cell as a Ray task asking for
+    ``cpus_per_cell``/``gpus_per_cell`` on the cluster at ``address`` (a local Ray instance when None) — see
+    :mod:`mumis.bench.ray_executor`. Either way this process alone writes ``db``, so resuming works the same.
+    """
+    if executor not in ("local", "ray"):
+        raise MumisError(f"unknown executor {executor!r}; use 'local' or 'ray'")
     console = console or Console()
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     cells = spec.cells()
-    failed, finished = [], 0
     with ResultStore(db) as store, stopwatch() as sw:
         done = store.done_keys()
         pending = [c for c in cells if c.key not in done]
         console.print(f"grid [bold]{spec.name}[/]: {len(cells)} cells, {len(cells) - len(pending)} already in {db}, "
-                      f"{len(pending)} to run")
+                      f"{len(pending)} to run" + (f" on Ray ({address or 'local instance'})" if executor == "ray" else ""))
         with progress_bar(f"grid {spec.name}", len(pending), show_progress) as advance:
-            for _, group in itertools.groupby(pending, key=lambda c: c.group):
-                group = list(group)
-                try:
-                    ctx = GroupContext.prepare(group[0], cache_dir, spec.data_dir)
-                except Exception as err:  # noqa: BLE001  (a missing dataset fails its cells, not the grid)
-                    for cell in group:
-                        store.record_failure(cell.key, cell.describe(), repr(err), traceback.format_exc(), spec.name, cell.label)
-                        failed.append(f"{cell.label} {cell.dataset}/{cell.model}/{cell.task.label}/seed {cell.seed}: {err}")
-                        advance("failed")
-                    continue
-                for cell in group:
-                    with stopwatch() as cell_sw:
-                        try:
-                            rows, artifacts = run_cell(cell, ctx)
-                        except Exception as err:  # noqa: BLE001  (recorded with its traceback, retried next run)
-                            store.record_failure(cell.key, cell.describe(), repr(err), traceback.format_exc(), spec.name, cell.label)
-                            failed.append(f"{cell.label} {cell.dataset}/{cell.model}/{cell.task.label}/seed {cell.seed}: {err}")
-                            advance(f"{cell.label} failed")
-                            continue
-                    store.write_cell(cell.key, cell.describe(), rows, spec.name, cell.label, artifacts, cell_sw.seconds)
-                    finished += 1
-                    advance(f"{cell.dataset} {cell.task.label} seed {cell.seed}: {cell.label}")
-    return GridOutcome(len(cells), len(cells) - len(pending), finished, failed, sw.seconds)
+            recorder = CellRecorder(store, spec.name, advance)
+            if executor == "ray":
+                from mumis.bench.ray_executor import run_on_ray
+
+                run_on_ray(pending, cache_dir, spec.data_dir, recorder, address, cpus_per_cell, gpus_per_cell)
+            else:
+                run_local(pending, cache_dir, spec.data_dir, recorder)
+    return GridOutcome(len(cells), len(cells) - len(pending), recorder.finished, recorder.failed, sw.seconds)
