@@ -183,3 +183,18 @@ def test_mumis_works_on_a_users_own_module(digits_task):
     result = _run(model, digits_task, max_steps=30, check_every=5)
     assert result.steps > 0 and result.trace[-1]["forget_acc"] <= result.trace[0]["forget_acc"]
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
+
+
+def test_chunked_full_batch_step_matches_the_unchunked_one(digits_model, digits_task):
+    """A memory budget splits a batch into chunks; the gradients add up to the same step."""
+    runs = {chunk: _run(digits_model, digits_task, batch_size=4096, chunk_size=chunk, max_steps=3) for chunk in (0, 16)}
+    assert runs[16].info["chunk_size"] == 16 and runs[0].info["chunk_size"] == len(digits_task.forget)
+    for (name, a), b in zip(runs[0].model.state_dict().items(), runs[16].model.state_dict().values()):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), name
+    assert runs[0].steps == runs[16].steps == 3
+
+
+def test_chunk_size_follows_the_memory_budget(digits_model, digits_task):
+    chunks = [_run(digits_model, digits_task, variant="default", batch_size=4096, memory_budget_mb=mb, max_steps=2)
+              .info["chunk_size"] for mb in (0.5, 512)]
+    assert 1 <= chunks[0] < chunks[1] <= len(digits_task.forget)

@@ -48,3 +48,26 @@ def test_random_other_classes_is_uniform_over_the_others():
     assert (other != 2).all()
     counts = torch.bincount(other, minlength=5).float() / len(other)
     assert counts[2] == 0 and torch.allclose(counts[[0, 1, 3, 4]], torch.full((4,), 0.25), atol=0.01)
+
+
+def test_chunked_gradients_equal_the_one_pass_gradient():
+    from mumis.models import chunked_gradients
+
+    torch.manual_seed(0)
+    model = create_model("small_cnn", 10, 1).eval()
+    x, y = torch.randn(10, 1, 28, 28), torch.randint(0, 10, (10,))
+    params = list(model.parameters())
+    full = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x), y), params)
+    value, parts = chunked_gradients(lambda sl: torch.nn.functional.cross_entropy(model(x[sl]), y[sl]), 10, 3, params)
+    assert value == pytest.approx(torch.nn.functional.cross_entropy(model(x), y).item(), rel=1e-5)
+    for a, b in zip(full, parts):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_double_backprop_chunk_scales_with_budget_and_model():
+    from mumis.models import double_backprop_chunk
+
+    small, wide = create_model("small_cnn", 10, 1), create_model("resnet18", 10, 3)
+    assert double_backprop_chunk(small, (1, 28, 28), 2**30) > double_backprop_chunk(wide, (3, 32, 32), 2**30)
+    assert double_backprop_chunk(small, (1, 28, 28), 2**30) > double_backprop_chunk(small, (1, 28, 28), 2**26)
+    assert double_backprop_chunk(small, (1, 28, 28), 1) == 1

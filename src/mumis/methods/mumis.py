@@ -26,9 +26,16 @@ from mumis.methods.base import DataRole, GrantedData, MethodResult, UnlearningMe
 from mumis.methods.registry import register
 from mumis.methods.stopping import DipRecoverRule, HeldoutMatchRule, NeverRule, PlateauRule
 from mumis.metrics.accuracy import predict_logits
-from mumis.models import classifier_head, logit_input_gradients, random_other_classes, squared_norms
+from mumis.models import (
+    chunked_gradients,
+    classifier_head,
+    double_backprop_chunk,
+    logit_input_gradients,
+    random_other_classes,
+    squared_norms,
+)
 from mumis.progress import progress_bar
-from mumis.runtime import device, double_backprop_kernels
+from mumis.runtime import DOUBLE_BACKPROP_LAYOUT, device, double_backprop_kernels
 
 OBJECTIVES = ("paper", "target_only", "irrelevant_only", "bounded", "all_classes", "dynamic")
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -114,6 +121,11 @@ class MuMisConfig:
     lr_scale: str = "curvature"
     update: str = "head"  # which weights move: all | head (the last nn.Linear only; the features stay as trained)
     batch_size: int = 64  # mini-batches over D_f (the paper does not say; full batch is batch_size ≥ |D_f|)
+    # memory: a batch whose double-backprop graph would not fit ``memory_budget_mb`` is processed in chunks (the
+    # gradients are accumulated: the same step), so peak memory follows the budget, not |D_f| or the batch size;
+    # ``chunk_size`` > 0 sets the chunk directly
+    memory_budget_mb: float = 1024.0
+    chunk_size: int = 0
     # dip_recover (the paper's rule) | loss_plateau | heldout (forget accuracy down to held-out accuracy) |
     # heldout_loss (mean forget loss up to the mean held-out loss) | none (safeguards only)
     stop: str = "loss_plateau"
@@ -201,7 +213,7 @@ class MuMis(UnlearningMethod):
         cfg = self.config
         dev = device()
         forget = data.forget
-        model.to(dev).eval()
+        model.to(dev, memory_format=DOUBLE_BACKPROP_LAYOUT).eval()
         trainable = _trainable_parameters(model, cfg.update)
         for p in model.parameters():
             p.requires_grad_(False)
@@ -213,13 +225,15 @@ class MuMis(UnlearningMethod):
         aside = torch.Generator().manual_seed(cfg.seed + 1)  # draws that leave the c' / batch-order stream untouched
         watched = torch.randperm(len(y_all), generator=aside)[: cfg.monitor_size].sort().values
         check_every = cfg.check_every or math.ceil(len(forget) / cfg.batch_size)
+        fits = cfg.chunk_size or double_backprop_chunk(model, tuple(forget.images.shape[1:]), cfg.memory_budget_mb * 2**20)
+        chunk = min(cfg.batch_size, fits, len(forget))  # the passes that go batch by batch never hold more than a batch
 
         heldout = data.heldout if cfg.stop in ("heldout", "heldout_loss") else None
 
         def monitor() -> dict:
-            stats = _forget_statistics(model, forget, panel, watched, cfg.batch_size, dev)
+            stats = _forget_statistics(model, forget, panel, watched, chunk, dev)
             if heldout is not None:
-                logits = predict_logits(model, heldout, 4 * cfg.batch_size)
+                logits = predict_logits(model, heldout, 4 * chunk)
                 stats["heldout_acc"] = 100.0 * (logits.argmax(1) == heldout.labels).float().mean().item()
                 stats["heldout_loss"] = F.cross_entropy(logits, heldout.labels).item()
             return stats
@@ -227,6 +241,7 @@ class MuMis(UnlearningMethod):
         stats = monitor()
         trace = [{"step": 0, "loss": _objective_from_statistics(cfg.objective, stats), **stats}]
         info = {
+            "chunk_size": chunk,
             "target_sensitivity_0": stats["target"],
             "irrelevant_sensitivity_0": stats["irrelevant"],
             "target_above_irrelevant": stats["target"] > stats["irrelevant"],
@@ -246,17 +261,27 @@ class MuMis(UnlearningMethod):
         start_reason = cfg.stop if rule.update(_rule_input(cfg, trace[0])) else None
         explode_at = cfg.explode_factor * max(stats["target_sq"], 1e-12)
         good_state = copy.deepcopy(model.state_dict())
-        bound = _squared_sensitivity_table(model, forget, num_classes, cfg.batch_size, dev) if cfg.objective in ("bounded", "dynamic") else None
+        bound = _squared_sensitivity_table(model, forget, num_classes, chunk, dev) if cfg.objective in ("bounded", "dynamic") else None
+
+        def batch_gradients(index: torch.Tensor, other: torch.Tensor) -> tuple[float, list[torch.Tensor]]:
+            """The objective's mean and gradient over the samples ``index`` (with irrelevant classes ``other``),
+            inputs loaded and graphs built one chunk at a time."""
+            b = None if bound is None else bound[index, other.cpu()].to(dev)
+
+            def chunk_loss(sl: slice) -> torch.Tensor:
+                x, y = (t.to(dev) for t in forget.batch(index[sl]))
+                return mumis_loss(model, x, y, other[sl], cfg.objective, bound=None if b is None else b[sl],
+                                  num_classes=num_classes)[0]
+
+            return chunked_gradients(chunk_loss, len(index), fits, trainable)
+
         lr = cfg.lr
         if cfg.optimizer != "adam" and cfg.lr_scale == "sensitivity":
             lr = cfg.lr / max(stats["target_sq"], 1e-12)
         elif cfg.optimizer != "adam" and cfg.lr_scale == "curvature":
             first = torch.randperm(len(y_all), generator=aside)[: 4 * cfg.batch_size]
-            x0, y0 = (t.to(dev) for t in forget.batch(first))
-            other0 = random_other_classes(y0, num_classes, aside)
-            b0 = None if bound is None else bound[first, other0.cpu()].to(dev)
-            info["curvature"] = sharpest_curvature(
-                lambda: mumis_loss(model, x0, y0, other0, cfg.objective, bound=b0, num_classes=num_classes)[0], trainable)
+            other0 = random_other_classes(y_all[first].to(dev), num_classes, aside)
+            info["curvature"] = sharpest_curvature(lambda: batch_gradients(first, other0)[1], trainable)
             lr = cfg.lr / max(info["curvature"], 1e-12)
         info["lr"] = lr
         opt = _optimizer(cfg.optimizer, trainable, lr)
@@ -264,19 +289,18 @@ class MuMis(UnlearningMethod):
         step, reason, losses = 0, start_reason, []
         with progress_bar("MU-Mis", cfg.max_steps, cfg.show_progress) as advance:
             while reason is None:
-                for x, y, index in iter_batches(forget, cfg.batch_size, shuffle=True, generator=generator, with_index=True):
-                    x, y = x.to(dev), y.to(dev)
-                    other = random_other_classes(y, num_classes, generator)
-                    b = None if bound is None else bound[index, other.cpu()].to(dev)
-                    loss, _, _ = mumis_loss(model, x, y, other, cfg.objective, bound=b, num_classes=num_classes)
-                    if not torch.isfinite(loss) or abs(loss.item()) > explode_at:
+                order = torch.randperm(len(y_all), generator=generator)
+                for index in order.split(cfg.batch_size):
+                    other = random_other_classes(y_all[index].to(dev), num_classes, generator)
+                    loss, grads = batch_gradients(index, other)
+                    if not math.isfinite(loss) or abs(loss) > explode_at:
                         reason = "diverged"
                         break
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                    for p, g in zip(trainable, grads):
+                        p.grad = g
                     opt.step()
                     step += 1
-                    losses.append(loss.item())
+                    losses.append(loss)
                     advance(f"loss {losses[-1]:+.3f}")
                     if step % check_every == 0 or step == cfg.max_steps:
                         stats = monitor()
@@ -364,13 +388,13 @@ def _squared_sensitivity_table(model, forget, num_classes, batch_size, dev) -> t
     return torch.cat(rows)
 
 
-def sharpest_curvature(loss_fn, params: list[nn.Parameter], iters: int = 20) -> float:
-    """|λ|_max of the Hessian of ``loss_fn()`` in ``params``: power iteration on finite-difference Hessian-vector
-    products, Hv ≈ (∇L(w + εv) − ∇L(w)) / ε, which needs only the gradients MU-Mis already computes (exact for a
-    quadratic objective, such as the target term on the classifier layer). The weights are restored bit for bit."""
+def sharpest_curvature(grad_fn, params: list[nn.Parameter], iters: int = 20) -> float:
+    """|λ|_max of the Hessian of a loss in ``params``, given ``grad_fn()`` → the loss's gradient (one tensor per
+    parameter) at the current weights: power iteration on finite-difference Hessian-vector products,
+    Hv ≈ (∇L(w + εv) − ∇L(w)) / ε, which needs only the gradients MU-Mis already computes (exact for a quadratic
+    objective, such as the target term on the classifier layer). The weights are restored bit for bit."""
     saved = [p.detach().clone() for p in params]
-    g0 = [torch.zeros_like(p) if g is None else g.detach()
-          for p, g in zip(params, torch.autograd.grad(loss_fn(), params, allow_unused=True))]
+    g0 = [g.detach() for g in grad_fn()]
     generator = torch.Generator().manual_seed(0)
     v = [torch.randn(p.shape, generator=generator).to(p.device) for p in params]
     norm = math.sqrt(sum(float((t * t).sum()) for t in v))
@@ -381,11 +405,11 @@ def sharpest_curvature(loss_fn, params: list[nn.Parameter], iters: int = 20) -> 
         with torch.no_grad():
             for p, s0, t in zip(params, saved, v):
                 p.copy_(s0 + eps * t)
-        g1 = torch.autograd.grad(loss_fn(), params, allow_unused=True)
+        g1 = grad_fn()
         with torch.no_grad():
             for p, s0 in zip(params, saved):
                 p.copy_(s0)
-        hv = [(torch.zeros_like(a) if b is None else b.detach() - a) / eps for a, b in zip(g0, g1)]
+        hv = [(b.detach() - a) / eps for a, b in zip(g0, g1)]
         lam = sum(float((h * t).sum()) for h, t in zip(hv, v))
         norm = math.sqrt(sum(float((h * h).sum()) for h in hv))
         if norm == 0.0:
@@ -405,9 +429,13 @@ def _fixed_panel(labels: torch.Tensor, num_classes: int, size: int, generator: t
 def _forget_statistics(model, forget, panel, watched, batch_size, dev) -> dict:
     """Mean target and irrelevant sensitivities (and their squares) over the ``watched`` forget samples, and
     forget accuracy (%) over all of D_f."""
-    logits = torch.cat([model(x.to(dev)).cpu() for x, _ in iter_batches(forget, 4 * batch_size)])
-    forget_acc = 100.0 * (logits.argmax(1) == forget.labels).float().mean().item()
-    forget_loss = F.cross_entropy(logits, forget.labels).item()
+    correct, loss_sum = 0, 0.0
+    for x, y in iter_batches(forget, 4 * batch_size):  # batch by batch: nothing here grows with |D_f|
+        logits = model(x.to(dev)).cpu()
+        correct += int((logits.argmax(1) == y).sum())
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+    forget_acc = 100.0 * correct / len(forget)
+    forget_loss = loss_sum / len(forget)
     watched_data, panel = forget.subset(watched), panel[watched]
     sums = dict(target=0.0, irrelevant=0.0, target_sq=0.0, irrelevant_sq=0.0)
     for start, (x, y) in zip(range(0, len(watched_data), batch_size), iter_batches(watched_data, batch_size)):

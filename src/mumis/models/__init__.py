@@ -4,9 +4,16 @@ from mumis.models import small as _small  # noqa: F401
 from mumis.models import vgg as _vgg  # noqa: F401
 from mumis.models.head import capture_features, classifier_head
 from mumis.models.registry import create_model, list_models, register_model
-from mumis.models.sensitivity import logit_input_gradients, logit_sensitivity, random_other_classes, squared_norms
+from mumis.models.sensitivity import (
+    chunked_gradients,
+    double_backprop_chunk,
+    logit_input_gradients,
+    logit_sensitivity,
+    random_other_classes,
+    squared_norms,
+)
 
 __all__ = [
     "capture_features", "classifier_head", "create_model", "list_models", "register_model",
-    "logit_input_gradients", "logit_sensitivity", "random_other_classes", "squared_norms",
+    "chunked_gradients", "double_backprop_chunk", "logit_input_gradients", "logit_sensitivity", "random_other_classes", "squared_norms",
 ]
