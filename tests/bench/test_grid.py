@@ -18,6 +18,12 @@ def test_presets_ship_and_parse():
     used = {(c.dataset, c.task.kind) for c in paper.cells()}
     assert {("cifar100", "full_class"), ("cifar20", "sub_class"), ("cifar10", "random"), ("svhn", "random"),
             ("cifar100", "sequential"), ("cifar20", "sequential")} == {u for u in used}
+    # the paper's schedules: MultiStepLR × 0.2 at its milestones, per dataset
+    assert paper.recipe_for("cifar100").milestones == (60, 120, 160) and paper.recipe_for("cifar100").epochs == 200
+    assert paper.recipe_for("cifar20").milestones == (15, 30, 35) and paper.recipe_for("cifar10").milestones == (8, 12, 16)
+    table1 = load_grid("cifar100_full")
+    assert {(c.dataset, c.model, c.task.kind) for c in table1.cells()} == {("cifar100", "resnet18", "full_class")}
+    assert table1.recipe == paper.recipe_for("cifar100")
     assert paper.recipe_for("cifar100").epochs == 200 and paper.recipe_for("cifar20").epochs == 40
 
 
@@ -61,5 +67,5 @@ def test_bad_grid_files_fail_with_a_clear_message(text, message):
 
 
 def test_unknown_grid_name_lists_presets(tmp_path):
-    with pytest.raises(MumisError, match="presets: demo"):
+    with pytest.raises(MumisError, match="presets: .*demo"):
         load_grid(tmp_path / "missing.toml")

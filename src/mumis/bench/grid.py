@@ -148,7 +148,10 @@ def _typed(cls, table: dict, what: str):
     unknown = sorted(set(table) - known)
     if unknown:
         raise MumisError(f"unknown key(s) {unknown} in [{what}]; allowed: {sorted(known)}")
-    return cls(**table)
+    try:
+        return cls(**table)
+    except ValueError as err:
+        raise MumisError(f"[{what}]: {err}") from None
 
 
 def _method_entry(table: dict) -> MethodEntry:
