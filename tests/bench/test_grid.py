@@ -24,6 +24,10 @@ def test_presets_ship_and_parse():
     table1 = load_grid("cifar100_full")
     assert {(c.dataset, c.model, c.task.kind) for c in table1.cells()} == {("cifar100", "resnet18", "full_class")}
     assert table1.recipe == paper.recipe_for("cifar100")
+    vit = load_grid("paper_vit")
+    assert {c.model for c in vit.cells()} == {"vit_b_16"}
+    assert {(c.dataset, c.recipe.epochs, c.recipe.milestones) for c in vit.cells()} == {
+        ("cifar100", 8, (7,)), ("cifar10", 8, (7,)), ("cifar20", 9, (8,))}
     assert paper.recipe_for("cifar100").epochs == 200 and paper.recipe_for("cifar20").epochs == 40
 
 

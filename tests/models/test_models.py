@@ -13,7 +13,10 @@ from mumis.models import (
 SHAPES = {"vgg16_bn": (3, 32), "resnet18": (3, 32), "fast_cifar_net": (3, 32)}
 
 
-@pytest.mark.parametrize("name", list_models())
+NEEDS_WEIGHTS = {"vit_b_16"}  # pretrained backbones: tested below with a local weights file
+
+
+@pytest.mark.parametrize("name", sorted(set(list_models()) - NEEDS_WEIGHTS))
 def test_forward_backward_and_double_backward(name):
     channels, size = SHAPES.get(name, (1, 28))
     torch.manual_seed(0)
@@ -71,3 +74,49 @@ def test_double_backprop_chunk_scales_with_budget_and_model():
     assert double_backprop_chunk(small, (1, 28, 28), 2**30) > double_backprop_chunk(wide, (3, 32, 32), 2**30)
     assert double_backprop_chunk(small, (1, 28, 28), 2**30) > double_backprop_chunk(small, (1, 28, 28), 2**26)
     assert double_backprop_chunk(small, (1, 28, 28), 1) == 1
+
+
+@pytest.fixture
+def tiny_vit_weights(tmp_path, monkeypatch):
+    """vit_b_16's code path with a shrunken configuration, its "ImageNet" weights in a local safetensors file."""
+    from safetensors.torch import save_file
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    from mumis.models import vit
+
+    small = {"patch_size": 16, "num_layers": 1, "num_heads": 2, "hidden_dim": 16, "mlp_dim": 32}
+    monkeypatch.setattr(vit, "VIT_B_16", small)
+    monkeypatch.setenv("MUMIS_PRETRAINED_DIR", str(tmp_path))
+    torch.manual_seed(1)
+    state = VisionTransformer(image_size=224, num_classes=1000, **small).state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "vit_b_16.safetensors"))
+    return state
+
+
+def test_vit_loads_its_pretrained_backbone_and_differentiates_twice(tiny_vit_weights):
+    from mumis.models import classifier_head
+    from mumis.runtime import double_backprop_kernels
+
+    torch.manual_seed(0)
+    model = create_model("vit_b_16", 5, 3).eval()
+    backbone = {k: v for k, v in model.vit.state_dict().items() if not k.startswith("heads")}
+    assert all(torch.equal(v, tiny_vit_weights[k]) for k, v in backbone.items())
+    assert classifier_head(model).out_features == 5
+    x = torch.randn(2, 3, 32, 32, requires_grad=True)  # CIFAR resolution, resized inside the model
+    with double_backprop_kernels():  # attention with a double backward, as MU-Mis runs it
+        out = model(x)
+        (g,) = torch.autograd.grad(out[:, 0].sum(), x, create_graph=True)
+        assert g.shape == x.shape
+        g.pow(2).sum().backward()
+    assert classifier_head(model).weight.grad.abs().sum() > 0
+
+
+def test_vit_without_weights_says_how_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("MUMIS_PRETRAINED_DIR", str(tmp_path))
+    with pytest.raises(MumisError, match="IMAGENET1K_V1"):
+        create_model("vit_b_16", 10, 3)
+    (tmp_path / "vit_b_16.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(MumisError, match="recreate it"):
+        create_model("vit_b_16", 10, 3)
+    with pytest.raises(MumisError, match="RGB"):
+        create_model("vit_b_16", 10, 1)

@@ -2,6 +2,7 @@
 from mumis.models import resnet as _resnet  # noqa: F401  (registers)
 from mumis.models import small as _small  # noqa: F401
 from mumis.models import vgg as _vgg  # noqa: F401
+from mumis.models import vit as _vit  # noqa: F401
 from mumis.models.head import capture_features, classifier_head
 from mumis.models.registry import create_model, list_models, register_model
 from mumis.models.sensitivity import (
