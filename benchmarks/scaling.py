@@ -6,8 +6,9 @@
    training step (train mode, forward + backward + SGD update) against one MU-Mis step at the same batch: the
    paper's objective on every weight, and the default's (target term, classifier layer only). Time and peak-memory
    ratios.
-2. **Layout.** The paper-objective MU-Mis step in the contiguous layout vs channels_last
-   (``runtime.DOUBLE_BACKPROP_LAYOUT`` records the winner on the CPU).
+2. **Layout and precision.** The paper-objective MU-Mis step in the contiguous layout vs channels_last
+   (``runtime.DOUBLE_BACKPROP_LAYOUT`` records the winner on the CPU), and in float32 vs bf16 autocast: time, and
+   how far the bf16 weight gradient is from the float32 one (relative L2 error).
 3. **Memory-bounded MU-Mis.** The real method (``mumis`` with ``variant="paper"``, one full-batch step over D_f)
    at |D_f| = 1×, 4×, 16× a chunk, once with ``chunk_size`` = the chunk and once without chunking: peak memory
    should stay flat in the first case and grow with |D_f| in the second.
@@ -25,7 +26,7 @@ import statistics
 import time
 
 MODELS = {"small_cnn": (1, 28), "resnet_small": (1, 28), "resnet18": (3, 32)}
-STEPS = ("train", "mumis_paper", "mumis_default", "mumis_paper_channels_last")
+STEPS = ("train", "mumis_paper", "mumis_default", "mumis_paper_channels_last", "mumis_paper_bf16")
 
 
 def _rss_bytes() -> int:
@@ -71,16 +72,29 @@ def _step_cost(kind: str, arch: str, batch: int, repeats: int, queue) -> None:
     other = random_other_classes(y, 10, torch.Generator().manual_seed(0))
     objective = "target_only" if kind == "mumis_default" else "paper"
 
+    amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=kind.endswith("bf16"))
+
     def step():
         if kind == "train":
             model.train()
             loss = F.cross_entropy(model(x), y)
         else:
             model.eval()
-            loss, _, _ = mumis_loss(model, x, y, other, objective)
+            with amp:
+                loss, _, _ = mumis_loss(model, x, y, other, objective)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
+    grad_error = float("nan")
+    if kind.endswith("bf16"):  # how much of the gradient bf16 keeps, at the starting weights
+        model.eval()
+        grads = []
+        for enabled in (False, True):
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=enabled):
+                loss, _, _ = mumis_loss(model, x, y, other, objective)
+            grads.append(torch.cat([g.flatten().float() for g in torch.autograd.grad(loss, params)]))
+        grad_error = float((grads[1] - grads[0]).norm() / grads[0].norm())
 
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     base = _baseline(dev)  # model, optimiser and batch exist; no step has run yet
@@ -92,7 +106,8 @@ def _step_cost(kind: str, arch: str, batch: int, repeats: int, queue) -> None:
         step()
         sync()
         times.append(time.perf_counter() - t0)
-    queue.put({"median_s": statistics.median(times), "peak_bytes": _peak_since(base, dev), "device": str(dev)})
+    queue.put({"median_s": statistics.median(times), "peak_bytes": _peak_since(base, dev), "device": str(dev),
+               "grad_error": grad_error})
 
 
 def _chunked_run(size: int, chunk: int, queue) -> None:
@@ -144,21 +159,24 @@ def main() -> None:
     dev = steps[("small_cnn", "train")]["device"]
     table = Table(title=f"One MU-Mis step vs one training step — batch {args.batch}, median of {args.repeats}, {dev}")
     for col in ("model", "train ms", "MU-Mis paper ms", "× train", "MU-Mis default ms", "× train",
-                "train peak MB", "MU-Mis paper peak MB", "× train", "channels_last / contiguous (paper step)"):
+                "train peak MB", "MU-Mis paper peak MB", "× train", "channels_last / contiguous", "bf16 / fp32",
+                "bf16 grad error"):
         table.add_column(col, justify="right")
     rows = []
     for arch in MODELS:
-        t, p, d, cl = (steps[(arch, k)] for k in STEPS)
+        t, p, d, cl, bf = (steps[(arch, k)] for k in STEPS)
         row = {"model": arch, "device": dev, "batch": args.batch, "train_ms": 1e3 * t["median_s"],
                "mumis_paper_ms": 1e3 * p["median_s"], "mumis_default_ms": 1e3 * d["median_s"],
                "paper_time_ratio": p["median_s"] / t["median_s"], "default_time_ratio": d["median_s"] / t["median_s"],
                "train_peak_mb": t["peak_bytes"] / 2**20, "mumis_paper_peak_mb": p["peak_bytes"] / 2**20,
                "memory_ratio": p["peak_bytes"] / t["peak_bytes"] if t["peak_bytes"] else float("nan"),
-               "channels_last_ratio": cl["median_s"] / p["median_s"]}
+               "channels_last_ratio": cl["median_s"] / p["median_s"], "bf16_ratio": bf["median_s"] / p["median_s"],
+               "bf16_grad_rel_error": bf["grad_error"]}
         rows.append(row)
         table.add_row(arch, f"{row['train_ms']:.1f}", f"{row['mumis_paper_ms']:.1f}", f"{row['paper_time_ratio']:.2f}",
                       f"{row['mumis_default_ms']:.1f}", f"{row['default_time_ratio']:.2f}", f"{row['train_peak_mb']:.0f}",
-                      f"{row['mumis_paper_peak_mb']:.0f}", f"{row['memory_ratio']:.2f}", f"{row['channels_last_ratio']:.2f}")
+                      f"{row['mumis_paper_peak_mb']:.0f}", f"{row['memory_ratio']:.2f}", f"{row['channels_last_ratio']:.2f}",
+                      f"{row['bf16_ratio']:.2f}", f"{row['bf16_grad_rel_error']:.3f}")
     console.print(table)
 
     chunked = Table(title=f"Memory-bounded MU-Mis: one full-batch step (paper objective, small_cnn 1×28×28), {dev}")
