@@ -93,7 +93,8 @@ def _step_cost(kind: str, arch: str, batch: int, repeats: int, queue) -> None:
         for enabled in (False, True):
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=enabled):
                 loss, _, _ = mumis_loss(model, x, y, other, objective)
-            grads.append(torch.cat([g.flatten().float() for g in torch.autograd.grad(loss, params)]))
+            parts = torch.autograd.grad(loss, params, allow_unused=True)  # a last-layer bias never reaches ∇x f
+            grads.append(torch.cat([(torch.zeros_like(p) if g is None else g).flatten().float() for p, g in zip(params, parts)]))
         grad_error = float((grads[1] - grads[0]).norm() / grads[0].norm())
 
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -153,7 +154,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=140)
+    console = Console(width=170)
     steps = {(arch, kind): _in_subprocess(_step_cost, kind, arch, args.batch, args.repeats)
              for arch in MODELS for kind in STEPS}
     dev = steps[("small_cnn", "train")]["device"]
