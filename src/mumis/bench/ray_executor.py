@@ -30,6 +30,8 @@ def _prepare(cell: Cell, cache_dir: Path, data_dir: Optional[str], after=None) -
 
 
 def _run(cell: Cell, cache_dir: Path, data_dir: Optional[str], ready: bool):
+    """One cell's rows, artifacts and wall time (``ready``: its group's prepare task, so the references are cached
+    by the time this runs; a failed prepare fails the cell with the prepare's traceback)."""
     return timed_cell(cell, GroupContext.prepare(cell, cache_dir, data_dir))
 
 
