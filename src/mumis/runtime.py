@@ -15,6 +15,7 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -85,7 +86,9 @@ def device() -> torch.device:
     if choice:
         return torch.device(choice)
     if torch.cuda.is_available():  # under torchrun each process drives the GPU of its local rank
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        from mumis.distributed import local_rank
+
+        return torch.device("cuda", local_rank())
     return torch.device("cpu")
 
 
@@ -98,6 +101,12 @@ def double_backprop_kernels():
 
     with sdpa_kernel([SDPBackend.MATH]):
         yield
+
+
+def cache_root() -> Path:
+    """Where mumis keeps what it makes once and reuses (reference models, splits, pretrained backbones):
+    ``$MUMIS_CACHE``, default ``~/.cache/mumis``."""
+    return Path(os.environ.get("MUMIS_CACHE", Path.home() / ".cache" / "mumis"))
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -16,12 +15,12 @@ from torch import nn
 from mumis.data import ImageDataset, Split
 from mumis.metrics import accuracy
 from mumis.models import create_model
-from mumis.runtime import seed_everything
+from mumis.runtime import cache_root, seed_everything
 from mumis.training import CheckpointMeta, TrainRecipe, fit, load_checkpoint, save_checkpoint
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("MUMIS_CACHE", Path.home() / ".cache" / "mumis"))
+    return cache_root()
 
 
 def reference_key(dataset: str, model: str, recipe: TrainRecipe, split_sha: str, forget_sha: Optional[str], seed: int) -> str:

@@ -18,6 +18,7 @@ from torch import nn
 
 from mumis.errors import MumisError
 from mumis.models.registry import register_model
+from mumis.runtime import cache_root
 
 IMAGE_SIZE = 224
 # torchvision's vit_b_16; tests shrink it (same class, same code path, fewer and narrower layers)
@@ -29,7 +30,7 @@ CONVERT = ("python -c \"import torchvision; from safetensors.torch import save_f
 def pretrained_path(name: str) -> Path:
     """Where pretrained backbones live: ``$MUMIS_PRETRAINED_DIR/<name>.safetensors`` (default: the model cache's
     ``pretrained/`` folder, ``~/.cache/mumis/pretrained``)."""
-    root = os.environ.get("MUMIS_PRETRAINED_DIR") or Path(os.environ.get("MUMIS_CACHE", Path.home() / ".cache" / "mumis")) / "pretrained"
+    root = os.environ.get("MUMIS_PRETRAINED_DIR") or cache_root() / "pretrained"
     return Path(root) / f"{name}.safetensors"
 
 
