@@ -32,7 +32,8 @@ from mumis.training import TrainRecipe, fit
 @torch.no_grad()
 def _losses(model, data):
     x, y = data.tensors()
-    return F.cross_entropy(model(x), y, reduction="none"), model(x).argmax(1) == y
+    logits = model(x)
+    return F.cross_entropy(logits, y, reduction="none"), logits.argmax(1) == y
 
 
 def quantile_match(original, forget, heldout, lr: float = 0.5, max_steps: int = 300):
