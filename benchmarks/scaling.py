@@ -7,8 +7,10 @@
    paper's objective on every weight, and the default's (target term, classifier layer only). Time and peak-memory
    ratios.
 2. **Layout and precision.** The paper-objective MU-Mis step in the contiguous layout vs channels_last
-   (``runtime.DOUBLE_BACKPROP_LAYOUT`` records the winner on the CPU), and in float32 vs bf16 autocast: time, and
-   how far the bf16 weight gradient is from the float32 one (relative L2 error).
+   (``runtime.DOUBLE_BACKPROP_LAYOUT`` records the winner on the CPU), and in float32 vs bf16 autocast and vs TF32
+   convolutions / matrix products (GPU only; on a CPU the TF32 switch changes nothing): time, and how far each
+   weight gradient is from the true-float32 one (relative L2 error). Every MU-Mis step runs inside
+   ``runtime.double_backprop_kernels()`` (true float32), as the method does, except where TF32 is switched back on.
 3. **Memory-bounded MU-Mis.** The real method (``mumis`` with ``variant="paper"``, one full-batch step over D_f)
    at |D_f| = 1×, 4×, 16× a chunk, once with ``chunk_size`` = the chunk and once without chunking: peak memory
    should stay flat in the first case and grow with |D_f| in the second.
@@ -24,9 +26,10 @@ import multiprocessing as mp
 import resource
 import statistics
 import time
+from contextlib import contextmanager
 
 MODELS = {"small_cnn": (1, 28), "resnet_small": (1, 28), "resnet18": (3, 32)}
-STEPS = ("train", "mumis_paper", "mumis_default", "mumis_paper_channels_last", "mumis_paper_bf16")
+STEPS = ("train", "mumis_paper", "mumis_default", "mumis_paper_channels_last", "mumis_paper_bf16", "mumis_paper_tf32")
 
 
 def _rss_bytes() -> int:
@@ -58,7 +61,7 @@ def _step_cost(kind: str, arch: str, batch: int, repeats: int, queue) -> None:
 
     from mumis.methods import mumis_loss
     from mumis.models import classifier_head, create_model, random_other_classes
-    from mumis.runtime import device
+    from mumis.runtime import device, double_backprop_kernels
 
     dev = device()
     channels, size = MODELS[arch]
@@ -72,28 +75,34 @@ def _step_cost(kind: str, arch: str, batch: int, repeats: int, queue) -> None:
     other = random_other_classes(y, 10, torch.Generator().manual_seed(0))
     objective = "target_only" if kind == "mumis_default" else "paper"
 
-    amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=kind.endswith("bf16"))
+    @contextmanager
+    def precision(reduced: bool):
+        """The MU-Mis kernels (true float32), or the reduced precision this step compares against."""
+        with double_backprop_kernels():
+            if reduced and kind.endswith("tf32"):
+                torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=reduced and kind.endswith("bf16")):
+                yield
 
     def step():
+        opt.zero_grad(set_to_none=True)
         if kind == "train":
             model.train()
-            loss = F.cross_entropy(model(x), y)
+            F.cross_entropy(model(x), y).backward()
         else:
             model.eval()
-            with amp:
-                loss, _, _ = mumis_loss(model, x, y, other, objective)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+            with precision(reduced=True):  # the double backward runs inside the block
+                mumis_loss(model, x, y, other, objective)[0].backward()
         opt.step()
 
     grad_error = float("nan")
-    if kind.endswith("bf16"):  # how much of the gradient bf16 keeps, at the starting weights
+    if kind.endswith(("bf16", "tf32")):  # how much of the gradient the reduced precision keeps, at the start
         model.eval()
         grads = []
-        for enabled in (False, True):
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=enabled):
+        for reduced in (False, True):
+            with precision(reduced):
                 loss, _, _ = mumis_loss(model, x, y, other, objective)
-            parts = torch.autograd.grad(loss, params, allow_unused=True)  # a last-layer bias never reaches ∇x f
+                parts = torch.autograd.grad(loss, params, allow_unused=True)  # a last-layer bias never reaches ∇x f
             grads.append(torch.cat([(torch.zeros_like(p) if g is None else g).flatten().float() for p, g in zip(params, parts)]))
         grad_error = float((grads[1] - grads[0]).norm() / grads[0].norm())
 
@@ -154,30 +163,32 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=170)
+    console = Console(width=200)
     steps = {(arch, kind): _in_subprocess(_step_cost, kind, arch, args.batch, args.repeats)
              for arch in MODELS for kind in STEPS}
     dev = steps[("small_cnn", "train")]["device"]
     table = Table(title=f"One MU-Mis step vs one training step — batch {args.batch}, median of {args.repeats}, {dev}")
     for col in ("model", "train ms", "MU-Mis paper ms", "× train", "MU-Mis default ms", "× train",
                 "train peak MB", "MU-Mis paper peak MB", "× train", "channels_last / contiguous", "bf16 / fp32",
-                "bf16 grad error"):
+                "bf16 grad error", "tf32 / fp32", "tf32 grad error"):
         table.add_column(col, justify="right")
     rows = []
     for arch in MODELS:
-        t, p, d, cl, bf = (steps[(arch, k)] for k in STEPS)
+        t, p, d, cl, bf, tf = (steps[(arch, k)] for k in STEPS)
         row = {"model": arch, "device": dev, "batch": args.batch, "train_ms": 1e3 * t["median_s"],
                "mumis_paper_ms": 1e3 * p["median_s"], "mumis_default_ms": 1e3 * d["median_s"],
                "paper_time_ratio": p["median_s"] / t["median_s"], "default_time_ratio": d["median_s"] / t["median_s"],
                "train_peak_mb": t["peak_bytes"] / 2**20, "mumis_paper_peak_mb": p["peak_bytes"] / 2**20,
                "memory_ratio": p["peak_bytes"] / t["peak_bytes"] if t["peak_bytes"] else float("nan"),
                "channels_last_ratio": cl["median_s"] / p["median_s"], "bf16_ratio": bf["median_s"] / p["median_s"],
-               "bf16_grad_rel_error": bf["grad_error"]}
+               "bf16_grad_rel_error": bf["grad_error"], "tf32_ratio": tf["median_s"] / p["median_s"],
+               "tf32_grad_rel_error": tf["grad_error"]}
         rows.append(row)
         table.add_row(arch, f"{row['train_ms']:.1f}", f"{row['mumis_paper_ms']:.1f}", f"{row['paper_time_ratio']:.2f}",
                       f"{row['mumis_default_ms']:.1f}", f"{row['default_time_ratio']:.2f}", f"{row['train_peak_mb']:.0f}",
                       f"{row['mumis_paper_peak_mb']:.0f}", f"{row['memory_ratio']:.2f}", f"{row['channels_last_ratio']:.2f}",
-                      f"{row['bf16_ratio']:.2f}", f"{row['bf16_grad_rel_error']:.3f}")
+                      f"{row['bf16_ratio']:.2f}", f"{row['bf16_grad_rel_error']:.3f}", f"{row['tf32_ratio']:.2f}",
+                      f"{row['tf32_grad_rel_error']:.4f}")
     console.print(table)
 
     chunked = Table(title=f"Memory-bounded MU-Mis: one full-batch step (paper objective, small_cnn 1×28×28), {dev}")

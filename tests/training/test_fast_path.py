@@ -60,3 +60,19 @@ def test_multistep_schedule_matches_pytorch():
     assert "milestones" not in TrainRecipe().to_dict()  # older recipes keep their hash
     with pytest.raises(ValueError, match="milestones"):
         TrainRecipe(schedule="multistep")
+
+
+def test_double_backward_runs_in_true_float32_and_restores_the_training_setting():
+    from mumis.runtime import double_backprop_kernels
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True  # a GPU training setting
+        with double_backprop_kernels():
+            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        with pytest.raises(RuntimeError), double_backprop_kernels():  # restored on the way out of an error too
+            raise RuntimeError("boom")
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
