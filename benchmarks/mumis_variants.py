@@ -1,7 +1,7 @@
 """Issue 4's study: MU-Mis variants against the retrain reference, over datasets × models × tasks × seeds.
 
-    python benchmarks/mumis_variants.py --out results/mumis_variants.jsonl            # the committed grid
-    python benchmarks/mumis_variants.py --datasets mnist5k --models small_cnn --seeds 0 # one corner of it
+    python benchmarks/mumis_variants.py --out results/mumis_variants.jsonl            # the committed grid (PLAN)
+    python benchmarks/mumis_variants.py --datasets mnist5k --models small_cnn --seeds 0 # one group of your own
     python benchmarks/mumis_variants.py --summary results/mumis_variants.jsonl          # the table only
 
 Every finished cell (dataset, model, task, seed) appends its rows to a JSON-lines file; a rerun computes only the
@@ -32,6 +32,10 @@ CLASS_VARIANTS = {  # label → MU-Mis options; "floor" adds the chance-level fo
     # same run kept going to 300 steps (≥ 3× past its stop) with no stop rule: does it collapse?
     "default": {},
     "default+300steps": {"stop": "none", "fa_floor": None, "max_steps": 300},
+    # where the default ends at its 500-step cap (Fashion-MNIST ResNets), 3× past it
+    "default+1500steps": {"stop": "none", "fa_floor": None, "max_steps": 1500},
+    # the same with heavy-ball momentum: is the cap slow convergence or the objective's fixed point?
+    "default+momentum": {"optimizer": "momentum"},
     "paper": {**P},
     "paper+floor": {**P, "floor": True},
     "target_only+floor": {"variant": "target_only", "floor": True},
@@ -79,6 +83,30 @@ RANDOM_VARIANTS = {  # random forgetting: the retrain still classifies most of D
     "paper+curv.01+heldout_loss": {**P, "lr_scale": "curvature", "lr": 0.01, "stop": "heldout_loss", "check_every": 1},
 }
 
+_STUDY = ["paper", "paper+floor", "target_only+floor", "irrelevant_only+floor", "bounded+floor", "all_classes+floor",
+          "momentum+floor", "adam+floor", "scaled_lr+floor", "bounded+scaled_lr+floor", "head+scaled_lr+floor",
+          "head+scaled_lr+floor0", "dynamic+floor", "head+dynamic+scaled_lr+floor0", "head+dynamic+scaled_lr+75steps",
+          "head+scaled_lr+75steps"]
+_ROUND2 = ["head+target_only+scaled_lr+floor0", "head+target_only+scaled_lr+300steps"]
+_LOSS_STOPS = ["head+target_only+curv.05+heldout_loss", "paper+curv.01+heldout_loss"]
+_DEFAULT = ["default", "default+300steps"]
+# Everything results/mumis_variants.jsonl holds: (datasets, models, tasks, seeds, variant labels). Running the script
+# with no selection works through this plan (a rerun computes only the rows the output file does not have yet).
+PLAN = (
+    (["mnist5k"], ["small_cnn", "resnet_small"], ["full_class"], [0, 1, 2], _DEFAULT + _STUDY),
+    (["mnist5k"], ["small_cnn", "resnet_small"], ["full_class"], [0], _ROUND2),
+    (["mnist5k"], ["small_cnn", "resnet_small"], ["random"], [0, 1, 2], [v for v in RANDOM_VARIANTS if v not in _LOSS_STOPS]),
+    (["mnist5k"], ["small_cnn", "resnet_small"], ["random"], [0], _LOSS_STOPS),
+    (["mnist5k"], ["resnet_wide"], ["full_class"], [0, 1, 2], _DEFAULT + ["paper", "paper+floor", "head+scaled_lr+floor0"]),
+    (["fashion_mnist"], ["small_cnn"], ["full_class"], [0, 1, 2], _DEFAULT + ["paper", "paper+floor", "head+scaled_lr+floor0"]),
+    (["fashion_mnist"], ["small_cnn"], ["full_class"], [0], ["adam+floor", "head+scaled_lr+floor",
+                                                               "head+dynamic+scaled_lr+floor0", "default+momentum"] + _ROUND2),
+    (["fashion_mnist"], ["resnet_small"], ["full_class"], [0, 1, 2], _DEFAULT + ["paper+floor", "default+1500steps"]),
+    (["fashion_mnist"], ["resnet_small"], ["full_class"], [0], ["default+momentum"]),
+    # the committed rows of this group ran on an NVIDIA H200 (each reference pair: ~25 CPU-minutes here)
+    (["fashion_mnist"], ["resnet_wide"], ["full_class"], [0, 1, 2], _DEFAULT + ["paper+floor"]),
+)
+
 
 def _methods(task: str, skip: set, only: list | None = None, num_classes: int = 10) -> tuple:
     variants = CLASS_VARIANTS if task == "full_class" else RANDOM_VARIANTS
@@ -93,7 +121,7 @@ def _methods(task: str, skip: set, only: list | None = None, num_classes: int = 
     return tuple(out)
 
 
-def run_grid(args) -> None:
+def run_grid(args, datasets, models, tasks, seeds, variants) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = defaultdict(set)  # cell → row labels already written (a rerun adds only new variants)
@@ -102,12 +130,12 @@ def run_grid(args) -> None:
             row = json.loads(line)
             done[tuple(row["cell"])].add(row["method"])
     console = Console(width=140)
-    for dataset in args.datasets:
-        for model in args.models:
-            for task in args.tasks:
-                for seed in args.seeds:
+    for dataset in datasets:
+        for model in models:
+            for task in tasks:
+                for seed in seeds:
                     cell = (dataset, model, task, seed)
-                    methods = _methods(task, done[cell], args.variants)
+                    methods = _methods(task, done[cell], variants)
                     if not methods:
                         continue
                     cfg = ExperimentConfig(dataset=dataset, model=model, task=task, target=TASKS[task], seed=seed,
@@ -156,10 +184,12 @@ def summarise(path: str, markdown: bool = False) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="results/mumis_variants.jsonl")
-    parser.add_argument("--datasets", nargs="+", default=["mnist5k"])
-    parser.add_argument("--models", nargs="+", default=["small_cnn", "resnet_small"])
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    # no selection: the whole PLAN; any selection: that one group (unset parts: mnist5k, small_cnn + resnet_small,
+    # both tasks, seeds 0 1 2, every variant of the task)
+    parser.add_argument("--datasets", nargs="+")
+    parser.add_argument("--models", nargs="+")
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS))
+    parser.add_argument("--seeds", nargs="+", type=int)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--variants", nargs="+", help="run only these variant labels (default: all)")
     parser.add_argument("--cache-dir", default=None)
@@ -169,7 +199,19 @@ def main() -> None:
     if args.summary:
         summarise(args.summary, args.markdown)
         return
-    run_grid(args)
+    selection = (args.datasets, args.models, args.tasks, args.seeds, args.variants)
+    if any(part is not None for part in selection):
+        default = (["mnist5k"], ["small_cnn", "resnet_small"], list(TASKS), [0, 1, 2], None)
+        groups = [tuple(d if part is None else part for part, d in zip(selection, default))]
+    else:
+        groups = PLAN
+    for _, _, tasks, _, variants in groups:  # a mistyped label would otherwise select nothing, silently
+        known = {label for task in tasks for label in (CLASS_VARIANTS if task == "full_class" else RANDOM_VARIANTS)}
+        if variants and set(variants) - known:
+            parser.error(f"unknown variant label(s) {sorted(set(variants) - known)} for tasks {tasks}; see CLASS_VARIANTS "
+                         "and RANDOM_VARIANTS at the top of this script")
+    for group in groups:
+        run_grid(args, *group)
     summarise(args.out)
 
 
