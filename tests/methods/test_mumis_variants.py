@@ -6,7 +6,7 @@ from torch import nn
 from mumis.errors import MumisError
 from mumis.methods import DataRole, get_method, grant, mumis_loss, run_method
 from mumis.methods.mumis import VARIANTS, sharpest_curvature
-from mumis.methods.stopping import HeldoutMatchRule, NeverRule, PlateauRule
+from mumis.methods.stopping import HeldoutMatchRule, NeverRule, PlateauRule, membership_threshold
 from mumis.metrics.accuracy import accuracy
 from mumis.models import classifier_head, create_model
 
@@ -281,3 +281,30 @@ def test_samples_request_stops_and_restores_when_heldout_accuracy_drops(digits_m
     assert result.trace[-1]["heldout_acc"] < start - result.info["heldout_tolerance"]
     assert accuracy(result.model, heldout) >= start - result.info["heldout_tolerance"] - 1e-6
     assert result.info["restored_step"] == result.trace[-2]["step"]
+
+
+def test_membership_threshold_maximises_balanced_attack_accuracy():
+    member = torch.tensor([0.90, 0.95, 0.99, 0.999], dtype=torch.float64)
+    nonmember = torch.tensor([0.30, 0.80, 0.92, 0.97], dtype=torch.float64)
+    # ½(P_m(≥t) + P_n(<t)) peaks at 0.75 for t ∈ {0.90, 0.95, 0.99}: the smallest is chosen
+    assert membership_threshold(member, nonmember) == pytest.approx(0.90)
+    separated = membership_threshold(torch.tensor([0.9, 0.95]), torch.tensor([0.1, 0.5]))
+    assert separated == pytest.approx(0.9)  # every member at or above, every non-member below
+
+
+def test_membership_stop_declares_heldout_and_stops_once_forget_looks_unseen(digits_model, digits_task):
+    """stop='membership': the threshold is fixed at the start, the run stops once D_f's share below it reaches the
+    held-out share, or the held-out accuracy guard ends it; the held-out set is declared, retain data never read."""
+    method = get_method("mumis", show_progress=False, request="samples", stop="membership", lr=0.05, check_every=1,
+                        max_steps=60)
+    assert method.needs == {DataRole.FORGET, DataRole.HELDOUT} and method.config.stop == "membership"
+    members = digits_task.retain.subset(range(0, 300, 3))
+    result = run_method(method, digits_model, grant(method, forget=members, heldout=digits_task.test), 10)
+    first, last = result.trace[0], result.trace[-1]
+    assert 0.0 < result.info["membership_threshold"] <= 1.0
+    assert first["forget_below"] < first["heldout_below"]  # members start more confident than unseen data
+    assert result.stop_reason in ("membership", "heldout_drop", "max_steps")
+    if result.stop_reason == "membership":
+        assert last["forget_below"] >= last["heldout_below"] and result.steps > 0
+    tol = result.info["heldout_tolerance"]
+    assert accuracy(result.model, digits_task.test) >= first["heldout_acc"] - tol - 1e-6

@@ -24,7 +24,7 @@ from mumis.data import iter_batches
 from mumis.errors import MumisError
 from mumis.methods.base import DataRole, GrantedData, MethodResult, UnlearningMethod
 from mumis.methods.registry import register
-from mumis.methods.stopping import DipRecoverRule, HeldoutMatchRule, NeverRule, PlateauRule
+from mumis.methods.stopping import DipRecoverRule, HeldoutMatchRule, NeverRule, PlateauRule, membership_threshold
 from mumis.metrics.accuracy import predict_logits
 from mumis.models import (
     chunked_gradients,
@@ -39,7 +39,8 @@ from mumis.runtime import DOUBLE_BACKPROP_LAYOUT, device, double_backprop_kernel
 
 OBJECTIVES = ("paper", "target_only", "irrelevant_only", "bounded", "all_classes", "dynamic")
 OPTIMIZERS = ("sgd", "momentum", "adam")
-STOP_RULES = ("dip_recover", "loss_plateau", "heldout", "heldout_loss", "none")
+STOP_RULES = ("dip_recover", "loss_plateau", "heldout", "heldout_loss", "membership", "none")
+HELDOUT_STOPS = ("heldout", "heldout_loss", "membership")  # stop rules that read a declared held-out set
 
 
 def mumis_loss(
@@ -127,7 +128,9 @@ class MuMisConfig:
     memory_budget_mb: float = 1024.0
     chunk_size: int = 0
     # dip_recover (the paper's rule) | loss_plateau | heldout (forget accuracy down to held-out accuracy) |
-    # heldout_loss (mean forget loss up to the mean held-out loss) | none (safeguards only)
+    # heldout_loss (mean forget loss up to the mean held-out loss) | membership (as large a share of D_f as of held-out
+    # data below the confidence threshold that best separated them at the start: D_f looks unseen to a confidence
+    # attack; round 5 of docs/mumis-variants.md, with lr 0.05) | none (safeguards only)
     stop: str = "loss_plateau"
     delta: float = 0.9  # dip_recover: stop once the irrelevant sensitivity is back above δ·S_0 after a dip (Fig. 4)
     patience: int = 3  # loss_plateau: checks without a relative improvement of ``plateau_tol``
@@ -169,9 +172,10 @@ class MuMis(UnlearningMethod):
     * **Monitor** S(D_f): the mean over D_f of ‖∇x f_c'(x)‖_F (un-squared), over a *fixed* panel of
       ``monitor_classes`` irrelevant classes per sample drawn once before unlearning, so that successive
       checks compare the same quantity rather than fresh random draws. Checked every ``check_every`` steps.
-    * **Stop reasons**: ``dip_recover`` (the paper's rule), ``fa_floor`` (optional), ``max_steps``, ``heldout`` and
-      ``heldout_drop`` (sample requests: held-out accuracy fell by more than its sampling error; the last passing
-      check's weights are returned), and
+    * **Stop reasons**: ``dip_recover`` (the paper's rule), ``fa_floor`` (optional), ``max_steps``, ``heldout``,
+      ``heldout_loss``, ``membership`` (a confidence attack calls as large a share of D_f as of held-out data
+      unseen), ``heldout_drop`` (sample requests: held-out accuracy fell by more than its sampling error; the last
+      passing check's weights are returned), and
       ``diverged`` (a non-finite or exploding loss or statistic), which restores the weights of the last
       healthy check.
 
@@ -186,7 +190,7 @@ class MuMis(UnlearningMethod):
     @property
     def needs(self) -> frozenset[DataRole]:
         """D_f only — plus a held-out set (never trained on) when ``stop="heldout"``; never the retain set."""
-        extra = {DataRole.HELDOUT} if self.config.stop in ("heldout", "heldout_loss") else set()
+        extra = {DataRole.HELDOUT} if self.config.stop in HELDOUT_STOPS else set()
         return frozenset({DataRole.FORGET, *extra})
 
     def __init__(self, config: Any = None, **overrides):
@@ -196,7 +200,7 @@ class MuMis(UnlearningMethod):
         super().__init__(config, **{**VARIANTS[variant], **overrides})
         if self.config.request not in REQUESTS:
             raise MumisError(f"MU-Mis option request={self.config.request!r} is not one of {REQUESTS}")
-        if self.config.request == "samples" and self.config.stop not in ("heldout", "heldout_loss"):
+        if self.config.request == "samples" and self.config.stop not in HELDOUT_STOPS:
             # individual samples: a retrained model still classifies most of them, so forget accuracy → 0 is the
             # wrong target; the held-out comparison decides (and may decide that nothing needs to change)
             self.config = dataclasses.replace(self.config, stop="heldout", fa_floor=None)
@@ -228,7 +232,11 @@ class MuMis(UnlearningMethod):
         fits = cfg.chunk_size or double_backprop_chunk(model, tuple(forget.images.shape[1:]), cfg.memory_budget_mb * 2**20)
         chunk = min(cfg.batch_size, fits, len(forget))  # the passes that go batch by batch never hold more than a batch
 
-        heldout = data.heldout if cfg.stop in ("heldout", "heldout_loss") else None
+        heldout = data.heldout if cfg.stop in HELDOUT_STOPS else None
+        threshold = None
+        if cfg.stop == "membership":  # fixed at the starting weights, where D_f are members and held-out data are not
+            threshold = membership_threshold(_true_class_confidence(model, forget, 4 * chunk),
+                                             _true_class_confidence(model, heldout, 4 * chunk))
 
         def monitor() -> dict:
             stats = _forget_statistics(model, forget, panel, watched, chunk, dev)
@@ -236,6 +244,9 @@ class MuMis(UnlearningMethod):
                 logits = predict_logits(model, heldout, 4 * chunk)
                 stats["heldout_acc"] = 100.0 * (logits.argmax(1) == heldout.labels).float().mean().item()
                 stats["heldout_loss"] = F.cross_entropy(logits, heldout.labels).item()
+            if threshold is not None:  # shares (%) below the membership threshold
+                stats["forget_below"] = 100.0 * (_true_class_confidence(model, forget, 4 * chunk) < threshold).double().mean().item()
+                stats["heldout_below"] = 100.0 * (_true_class_confidence(model, heldout, 4 * chunk) < threshold).double().mean().item()
             return stats
 
         stats = monitor()
@@ -246,18 +257,22 @@ class MuMis(UnlearningMethod):
             "irrelevant_sensitivity_0": stats["irrelevant"],
             "target_above_irrelevant": stats["target"] > stats["irrelevant"],
         }
+        if threshold is not None:
+            info["membership_threshold"] = threshold
         rule = _stop_rule(cfg)
         heldout_floor = None
         if cfg.request == "samples" and heldout is not None:
             # "no better than unseen data" up to the sampling error of the held-out accuracy (two standard errors)
             a = stats["heldout_acc"] / 100.0
-            rule = HeldoutMatchRule(tolerance=200.0 * math.sqrt(max(a * (1 - a), 1e-12) / len(heldout)), at_start=True)
-            info["heldout_tolerance"] = rule.tolerance
+            tolerance = 200.0 * math.sqrt(max(a * (1 - a), 1e-12) / len(heldout))
+            if cfg.stop == "heldout":
+                rule = HeldoutMatchRule(tolerance=tolerance, at_start=True)
+            info["heldout_tolerance"] = tolerance
             # Utility guard: a retrained model classifies unseen data as well as the original does, so held-out
             # accuracy falling by more than its sampling error means the steps are damaging the model (they can
             # drag forget and held-out accuracy down together, and the match rule would never fire): stop and
             # return the last checked weights that passed.
-            heldout_floor = stats["heldout_acc"] - rule.tolerance
+            heldout_floor = stats["heldout_acc"] - tolerance
         start_reason = cfg.stop if rule.update(_rule_input(cfg, trace[0])) else None
         explode_at = cfg.explode_factor * max(stats["target_sq"], 1e-12)
         good_state = copy.deepcopy(model.state_dict())
@@ -341,7 +356,9 @@ def _objective_from_statistics(objective: str, stats: dict) -> float:
 
 
 def _stop_rule(cfg: MuMisConfig):
-    if cfg.stop in ("heldout", "heldout_loss"):
+    if cfg.stop == "membership":  # D_f may already look unseen: then nothing changes
+        return HeldoutMatchRule(at_start=True)
+    if cfg.stop in HELDOUT_STOPS:
         return HeldoutMatchRule()
     if cfg.stop == "dip_recover":
         return DipRecoverRule(cfg.delta)
@@ -358,6 +375,8 @@ def _rule_input(cfg: MuMisConfig, row: dict) -> float:
         return row["forget_acc"] - row["heldout_acc"]
     if cfg.stop == "heldout_loss":
         return row["heldout_loss"] - row["forget_loss"]
+    if cfg.stop == "membership":
+        return row["heldout_below"] - row["forget_below"]
     return row["loss"] if cfg.stop == "loss_plateau" else row["irrelevant"]
 
 
@@ -423,6 +442,12 @@ def _fixed_panel(labels: torch.Tensor, num_classes: int, size: int, generator: t
     size = max(1, min(size, num_classes - 1))
     shifts = torch.stack([torch.randperm(num_classes - 1, generator=generator)[:size] + 1 for _ in range(len(labels))])
     return (labels.view(-1, 1) + shifts) % num_classes
+
+
+def _true_class_confidence(model, data, batch_size) -> torch.Tensor:
+    """softmax(f(x))_y per sample, in float64 (confidences of well-fit samples sit within 1e-7 of 1)."""
+    logits = predict_logits(model, data, batch_size)
+    return torch.softmax(logits.double(), dim=1).gather(1, data.labels.view(-1, 1)).squeeze(1)
 
 
 @torch.no_grad()

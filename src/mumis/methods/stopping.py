@@ -1,8 +1,11 @@
-"""Stop rules that read only forget-set statistics. Pure state machines, so they are tested on synthetic traces."""
+"""Stop rules that read only forget-set (and declared held-out) statistics. Pure state machines and functions, so
+they are tested on synthetic traces."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+
+import torch
 
 
 @dataclass
@@ -89,3 +92,18 @@ class HeldoutMatchRule:
     def update(self, margin: float) -> bool:
         self.seen += 1
         return (self.seen > 1 or self.at_start) and margin <= self.tolerance
+
+
+def membership_threshold(member: torch.Tensor, nonmember: torch.Tensor) -> float:
+    """The true-class confidence that best tells members from non-members (a one-feature membership attack):
+
+        t* = argmax_t  ½ · ( P_member(p_y ≥ t) + P_nonmember(p_y < t) ),
+
+    over the observed values t (the smallest maximiser). Fed with the forget set's confidences at the starting
+    weights (members: the model trained on them) and a held-out set's (never trained on). The ``membership`` stop
+    then fires once as large a share of D_f as of held-out data falls below t — D_f looks unseen to that attack.
+    """
+    candidates = torch.unique(torch.cat([member, nonmember]))  # sorted
+    members_at_or_above = 1.0 - torch.searchsorted(member.sort().values, candidates).double() / len(member)
+    nonmembers_below = torch.searchsorted(nonmember.sort().values, candidates).double() / len(nonmember)
+    return float(candidates[torch.argmax(members_at_or_above + nonmembers_below)])
