@@ -26,6 +26,7 @@ from mumis.methods.base import DataRole, GrantedData, MethodResult, UnlearningMe
 from mumis.methods.registry import register
 from mumis.methods.stopping import DipRecoverRule, HeldoutMatchRule, NeverRule, PlateauRule, membership_threshold
 from mumis.metrics.accuracy import predict_logits
+from mumis.metrics.mia import true_class_confidence
 from mumis.models import (
     chunked_gradients,
     classifier_head,
@@ -189,7 +190,8 @@ class MuMis(UnlearningMethod):
 
     @property
     def needs(self) -> frozenset[DataRole]:
-        """D_f only — plus a held-out set (never trained on) when ``stop="heldout"``; never the retain set."""
+        """D_f only — plus a held-out set (never trained on) for a stop rule that reads one (``HELDOUT_STOPS``);
+        never the retain set."""
         extra = {DataRole.HELDOUT} if self.config.stop in HELDOUT_STOPS else set()
         return frozenset({DataRole.FORGET, *extra})
 
@@ -235,8 +237,8 @@ class MuMis(UnlearningMethod):
         heldout = data.heldout if cfg.stop in HELDOUT_STOPS else None
         threshold = None
         if cfg.stop == "membership":  # fixed at the starting weights, where D_f are members and held-out data are not
-            threshold = membership_threshold(_true_class_confidence(model, forget, 4 * chunk),
-                                             _true_class_confidence(model, heldout, 4 * chunk))
+            threshold = membership_threshold(*(_true_class_confidence(predict_logits(model, d, 4 * chunk), d.labels)
+                                               for d in (forget, heldout)))
 
         def monitor() -> dict:
             stats = _forget_statistics(model, forget, panel, watched, chunk, dev)
@@ -244,9 +246,11 @@ class MuMis(UnlearningMethod):
                 logits = predict_logits(model, heldout, 4 * chunk)
                 stats["heldout_acc"] = 100.0 * (logits.argmax(1) == heldout.labels).float().mean().item()
                 stats["heldout_loss"] = F.cross_entropy(logits, heldout.labels).item()
-            if threshold is not None:  # shares (%) below the membership threshold
-                stats["forget_below"] = 100.0 * (_true_class_confidence(model, forget, 4 * chunk) < threshold).double().mean().item()
-                stats["heldout_below"] = 100.0 * (_true_class_confidence(model, heldout, 4 * chunk) < threshold).double().mean().item()
+                if threshold is not None:  # shares (%) below the membership threshold
+                    below = lambda conf: 100.0 * float((conf < threshold).double().mean())  # noqa: E731
+                    stats["heldout_below"] = below(_true_class_confidence(logits, heldout.labels))
+                    stats["forget_below"] = below(_true_class_confidence(predict_logits(model, forget, 4 * chunk),
+                                                                         forget.labels))
             return stats
 
         stats = monitor()
@@ -444,10 +448,9 @@ def _fixed_panel(labels: torch.Tensor, num_classes: int, size: int, generator: t
     return (labels.view(-1, 1) + shifts) % num_classes
 
 
-def _true_class_confidence(model, data, batch_size) -> torch.Tensor:
-    """softmax(f(x))_y per sample, in float64 (confidences of well-fit samples sit within 1e-7 of 1)."""
-    logits = predict_logits(model, data, batch_size)
-    return torch.softmax(logits.double(), dim=1).gather(1, data.labels.view(-1, 1)).squeeze(1)
+def _true_class_confidence(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """softmax(f(x))_y per sample in float64, as the MIA metric computes it (well-fit samples sit within 1e-7 of 1)."""
+    return torch.from_numpy(true_class_confidence(logits, labels))
 
 
 @torch.no_grad()
