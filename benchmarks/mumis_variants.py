@@ -125,7 +125,7 @@ PLAN = (
     # round 5: the rest of the grid for sample requests (sub-class on the super-class views)
     (["mnist5k"], ["small_cnn", "resnet_small", "resnet_wide"], ["sub_class"], [0, 1, 2], _SAMPLES),
     (["mnist5k"], ["resnet_wide"], ["random"], [0, 1, 2], _SAMPLES),
-    (["fashion_mnist"], ["small_cnn"], ["random"], [0, 1, 2], _SAMPLES),
+    (["fashion_mnist"], ["small_cnn"], ["random"], [0, 1, 2], _SAMPLES + ["samples+membership"]),
     (["mnist5k"], ["small_cnn", "resnet_small", "resnet_wide"], ["sub_class", "random"], [0, 1, 2], ["samples+membership"]),
 )
 
