@@ -130,10 +130,14 @@ PLAN = (
 )
 
 
+def _variants_for(task: str) -> dict:
+    """A class request's variants, or the sample-request ones (sub-class and random)."""
+    return CLASS_VARIANTS if task == "full_class" else RANDOM_VARIANTS
+
+
 def _methods(task: str, skip: set, only: list | None = None, num_classes: int = 10) -> tuple:
-    variants = CLASS_VARIANTS if task == "full_class" else RANDOM_VARIANTS
     out = []
-    for label, options in variants.items():
+    for label, options in _variants_for(task).items():
         if label in skip or (only and label not in only):
             continue
         options = dict(options)
@@ -229,7 +233,7 @@ def main() -> None:
     else:
         groups = PLAN
     for _, _, tasks, _, variants in groups:  # a mistyped label would otherwise select nothing, silently
-        known = {label for task in tasks for label in (CLASS_VARIANTS if task == "full_class" else RANDOM_VARIANTS)}
+        known = {label for task in tasks for label in _variants_for(task)}
         if variants and set(variants) - known:
             parser.error(f"unknown variant label(s) {sorted(set(variants) - known)} for tasks {tasks}; see CLASS_VARIANTS "
                          "and RANDOM_VARIANTS at the top of this script")

@@ -241,16 +241,14 @@ class MuMis(UnlearningMethod):
                                                for d in (forget, heldout)))
 
         def monitor() -> dict:
-            stats = _forget_statistics(model, forget, panel, watched, chunk, dev)
+            stats = _forget_statistics(model, forget, panel, watched, chunk, dev, threshold)
             if heldout is not None:
                 logits = predict_logits(model, heldout, 4 * chunk)
                 stats["heldout_acc"] = 100.0 * (logits.argmax(1) == heldout.labels).float().mean().item()
                 stats["heldout_loss"] = F.cross_entropy(logits, heldout.labels).item()
-                if threshold is not None:  # shares (%) below the membership threshold
-                    below = lambda conf: 100.0 * float((conf < threshold).double().mean())  # noqa: E731
-                    stats["heldout_below"] = below(_true_class_confidence(logits, heldout.labels))
-                    stats["forget_below"] = below(_true_class_confidence(predict_logits(model, forget, 4 * chunk),
-                                                                         forget.labels))
+                if threshold is not None:  # share (%) below the membership threshold; D_f's comes with its statistics
+                    confidence = _true_class_confidence(logits, heldout.labels)
+                    stats["heldout_below"] = 100.0 * float((confidence < threshold).double().mean())
             return stats
 
         stats = monitor()
@@ -454,14 +452,17 @@ def _true_class_confidence(logits: torch.Tensor, labels: torch.Tensor) -> torch.
 
 
 @torch.no_grad()
-def _forget_statistics(model, forget, panel, watched, batch_size, dev) -> dict:
+def _forget_statistics(model, forget, panel, watched, batch_size, dev, threshold: Optional[float] = None) -> dict:
     """Mean target and irrelevant sensitivities (and their squares) over the ``watched`` forget samples, and
-    forget accuracy (%) over all of D_f."""
-    correct, loss_sum = 0, 0.0
+    forget accuracy and loss over all of D_f — plus, given a membership ``threshold``, the share (%) of D_f whose
+    true-class confidence is below it (``forget_below``), from the same forward pass."""
+    correct, loss_sum, below = 0, 0.0, 0
     for x, y in iter_batches(forget, 4 * batch_size):  # batch by batch: nothing here grows with |D_f|
-        logits = model(x.to(dev)).cpu()
+        logits = model(x.to(dev)).float().cpu()
         correct += int((logits.argmax(1) == y).sum())
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        if threshold is not None:
+            below += int((_true_class_confidence(logits, y) < threshold).sum())
     forget_acc = 100.0 * correct / len(forget)
     forget_loss = loss_sum / len(forget)
     watched_data, panel = forget.subset(watched), panel[watched]
@@ -484,4 +485,6 @@ def _forget_statistics(model, forget, panel, watched, batch_size, dev) -> dict:
     out = {k: v / len(watched_data) for k, v in sums.items()}
     out["forget_acc"] = forget_acc
     out["forget_loss"] = forget_loss
+    if threshold is not None:
+        out["forget_below"] = 100.0 * below / len(forget)
     return out
