@@ -75,7 +75,8 @@ def apply_method(
     so a retain-free method never holds a reference to D_r. Returns (result, granted data with its read log, timer)."""
     offered = {DataRole.FORGET: lambda: task.forget, DataRole.RETAIN: lambda: task.retain,
                DataRole.HELDOUT: lambda: task.heldout, DataRole.SURROGATE: lambda: surrogate}
-    data = grant(method, **{role.value: offered[role]() for role in method.needs if role in offered})
+    data = grant(method, train_size=len(task.split.train),
+                 **{role.value: offered[role]() for role in method.needs if role in offered})
     with stopwatch() as sw:
         result = run_method(method, model, data, task.num_classes)
     return result, data, sw

@@ -8,6 +8,7 @@ from mumis.methods import (  # noqa: F401
     jit,
     l1_sparse,
     mumis,
+    newton,
     original,
     retrain,
     rl,

@@ -31,11 +31,13 @@ class DataAccessError(MumisError):
 
 
 class GrantedData:
-    """The datasets one method run may read: exactly the roles the method declared."""
+    """The datasets one method run may read: exactly the roles the method declared — plus one count that is not
+    data: ``train_size``, how many samples trained the model (|D_r| + |D_f|), where the caller knows it."""
 
-    def __init__(self, method: str, datasets: dict[DataRole, ImageDataset]):
+    def __init__(self, method: str, datasets: dict[DataRole, ImageDataset], train_size: Optional[int] = None):
         self._method = method
         self._datasets = dict(datasets)
+        self.train_size = train_size
         self.reads: set[str] = set()
 
     def __getattr__(self, name: str) -> ImageDataset:
@@ -101,8 +103,9 @@ _HINTS = {
 }
 
 
-def grant(method: UnlearningMethod, **datasets: Optional[ImageDataset]) -> GrantedData:
-    """Build the data a method may read. Data the method did not declare is refused, never passed along."""
+def grant(method: UnlearningMethod, *, train_size: Optional[int] = None, **datasets: Optional[ImageDataset]) -> GrantedData:
+    """Build the data a method may read. Data the method did not declare is refused, never passed along.
+    ``train_size`` (a count, not data: |D_r| + |D_f|) is handed to every method that reads it."""
     given = {DataRole(k): v for k, v in datasets.items() if v is not None}
     extra = sorted(r.value for r in set(given) - set(method.needs))
     if extra:
@@ -116,7 +119,7 @@ def grant(method: UnlearningMethod, **datasets: Optional[ImageDataset]) -> Grant
         raise MumisError(f"method {method.name!r} needs {', '.join(missing)} data, which was not given.{hints}")
     if DataRole.FORGET in given and len(given[DataRole.FORGET]) == 0:
         raise MumisError("the forget set is empty: there is nothing to unlearn.")
-    return GrantedData(method.name, given)
+    return GrantedData(method.name, given, train_size)
 
 
 def run_method(method: UnlearningMethod, model: nn.Module, data: GrantedData, num_classes: int) -> MethodResult:
