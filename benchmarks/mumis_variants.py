@@ -84,6 +84,9 @@ RANDOM_VARIANTS = {  # random and sub-class forgetting (sample requests): the re
     # round 6: not a MU-Mis option but the method `newton` — one Newton step that removes D_f from the classifier
     # layer's optimum, curvature from the held-out set, damping = the training weight decay (methods/newton.py)
     "newton": {"method": "newton"},
+    # the same when the user states the training weight decay wrong by 2× either way (recipe: 5e-4)
+    "newton(wd/2)": {"method": "newton", "weight_decay": 2.5e-4},
+    "newton(2wd)": {"method": "newton", "weight_decay": 1e-3},
     "default+no_stop": {"fa_floor": None, "stop": "none", "max_steps": 300},
     "paper": {**P},
     "bounded": {"variant": "bounded"},
@@ -133,6 +136,8 @@ PLAN = (
     # round 6: the Newton removal step on every sample-request cell that has references
     (["mnist5k"], ["small_cnn", "resnet_small", "resnet_wide"], ["sub_class", "random"], [0, 1, 2], ["newton"]),
     (["fashion_mnist"], ["small_cnn"], ["random"], [0, 1, 2], ["newton"]),
+    (["mnist5k"], ["small_cnn"], ["sub_class", "random"], [0, 1, 2], ["newton(wd/2)", "newton(2wd)"]),
+    (["fashion_mnist"], ["small_cnn"], ["random"], [0, 1, 2], ["newton(wd/2)", "newton(2wd)"]),
 )
 
 

@@ -124,3 +124,15 @@ def test_the_callers_train_or_eval_mode_is_handed_back(digits_model, digits_task
     mine.eval()
     mumis.unlearn(mine, digits_task.forget.tensors(), show_progress=False)
     assert not mine.training
+
+
+def test_newton_sample_request_through_the_api(digits_model, digits_task):
+    """The README's sample-request call: forget + held-out tensors and the training-set size; D_r is never passed."""
+    x, y = digits_task.retain.subset(range(0, 200, 2)).tensors()
+    heldout = digits_task.test.tensors()
+    n = len(digits_task.retain) + len(digits_task.forget)
+    result = mumis.unlearn(digits_model, (x, y), "newton", heldout=heldout, train_size=n)
+    assert result.data_read == ["forget", "heldout"] and result.stop_reason in ("newton_step", "heldout_drop")
+    assert not _same_weights(result.model, digits_model) or result.stop_reason == "heldout_drop"
+    with pytest.raises(MumisError, match="train_size=N"):
+        mumis.unlearn(digits_model, (x, y), "newton", heldout=heldout)

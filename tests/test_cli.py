@@ -123,6 +123,7 @@ def test_checkpoint_that_does_not_match_its_model_is_refused(workdir, tmp_path):
     ("ft", ["--option", "epochs=1"], "['retain']"),
     ("salun", ["--option", "epochs=1"], "['forget', 'retain']"),
     ("scar", ["--surrogate", "mnist5k", "--surrogate-size", "300", "--option", "epochs=1"], "['forget', 'surrogate']"),
+    ("newton", [], "['forget', 'heldout']"),  # the training-set size comes from the split
 ])
 def test_forget_runs_any_registered_method(workdir, method, extra, reads):
     out = workdir / f"{method}.safetensors"

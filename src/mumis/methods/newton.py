@@ -107,6 +107,10 @@ def _accuracy(theta: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> float:
     return 100.0 * float(((z @ theta.T).argmax(1) == y).double().mean())
 
 
+def _losses(theta: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cross_entropy(z @ theta.T, y, reduction="none")
+
+
 @register
 class Newton(UnlearningMethod):
     """One Newton step that removes D_f from the classifier layer's optimum, for requests of individual samples.
@@ -162,6 +166,10 @@ class Newton(UnlearningMethod):
             head.weight.copy_(new[:, : head.weight.shape[1]])
             if head.bias is not None:
                 head.bias.copy_(new[:, -1])
+        final = theta + scale * step
         info.update(step_scale=scale, train_size=train_size, heldout_acc_before=before,
-                    heldout_acc_after=_accuracy(theta + scale * step, z_h, y_h), heldout_tolerance=tolerance)
+                    heldout_acc_after=_accuracy(final, z_h, y_h), heldout_tolerance=tolerance,
+                    forget_loss_after=float(_losses(final, z_f, y_f).mean()),
+                    heldout_loss_after=float(_losses(final, z_h, y_h).mean()),
+                    heldout_loss_se=float(_losses(final, z_h, y_h).std() / math.sqrt(len(y_h))))
         return MethodResult(model=model, stop_reason=reason, steps=1 if scale else 0, info=info)
