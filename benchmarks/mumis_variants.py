@@ -138,6 +138,8 @@ PLAN = (
     (["fashion_mnist"], ["small_cnn"], ["random"], [0, 1, 2], ["newton"]),
     (["mnist5k"], ["small_cnn"], ["sub_class", "random"], [0, 1, 2], ["newton(wd/2)", "newton(2wd)"]),
     (["fashion_mnist"], ["small_cnn"], ["random"], [0, 1, 2], ["newton(wd/2)", "newton(2wd)"]),
+    # Sneaker inside "footwear" (fashion_mnist_super), the small CNN
+    (["fashion_mnist"], ["small_cnn"], ["sub_class"], [0, 1, 2], _SAMPLES + ["samples+membership", "newton"]),
 )
 
 

@@ -6,7 +6,7 @@ from torch import nn
 from mumis.errors import MumisError
 from mumis.methods import DataRole, get_method, grant, mumis_loss, run_method
 from mumis.methods.mumis import VARIANTS, sharpest_curvature
-from mumis.methods.stopping import HeldoutMatchRule, NeverRule, PlateauRule, membership_threshold
+from mumis.methods.stopping import HeldoutMatchRule, NeverRule, PlateauRule, accuracy_tolerance, membership_threshold
 from mumis.metrics.accuracy import accuracy
 from mumis.models import classifier_head, create_model
 
@@ -281,6 +281,12 @@ def test_samples_request_stops_and_restores_when_heldout_accuracy_drops(digits_m
     assert result.trace[-1]["heldout_acc"] < start - result.info["heldout_tolerance"]
     assert accuracy(result.model, heldout) >= start - result.info["heldout_tolerance"] - 1e-6
     assert result.info["restored_step"] == result.trace[-2]["step"]
+
+
+def test_accuracy_tolerance_is_two_standard_errors_in_points():
+    assert accuracy_tolerance(90.0, 100) == pytest.approx(6.0)  # 200 · √(0.9 · 0.1 / 100)
+    assert accuracy_tolerance(50.0, 10_000) == pytest.approx(1.0)
+    assert 0 < accuracy_tolerance(100.0, 500) < 1e-3  # a perfect score still gets a (tiny) positive tolerance
 
 
 def test_membership_threshold_maximises_balanced_attack_accuracy():

@@ -14,6 +14,7 @@ from mumis.data import ImageDataset, iter_batches
 from mumis.errors import MumisError
 from mumis.methods.base import DataRole, GrantedData, MethodResult, UnlearningMethod
 from mumis.methods.registry import register
+from mumis.methods.stopping import accuracy_tolerance
 from mumis.models import classifier_head
 from mumis.models.head import capture_features
 from mumis.runtime import device
@@ -153,8 +154,7 @@ class Newton(UnlearningMethod):
         step, info = removal_step(theta, z_f, y_f, z_h, train_size, cfg.weight_decay, cfg.cg_tol, cfg.cg_max_iter)
 
         before = _accuracy(theta, z_h, y_h)
-        a = before / 100.0
-        tolerance = 200.0 * math.sqrt(max(a * (1 - a), 1e-12) / len(y_h))
+        tolerance = accuracy_tolerance(before, len(y_h))
         scale, reason = 1.0, "newton_step"
         while cfg.guard and _accuracy(theta + scale * step, z_h, y_h) < before - tolerance:
             scale /= 2

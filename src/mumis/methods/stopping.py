@@ -8,6 +8,14 @@ from dataclasses import dataclass, field
 import torch
 
 
+def accuracy_tolerance(accuracy: float, n: int) -> float:
+    """Two standard errors of an accuracy measured on ``n`` samples, in points: 200 · √(a (1 − a) / n), a = accuracy / 100.
+
+    The sample-request guards allow a held-out accuracy to fall by this much (sampling noise), not more."""
+    a = accuracy / 100.0
+    return 200.0 * math.sqrt(max(a * (1 - a), 1e-12) / n)
+
+
 @dataclass
 class DipRecoverRule:
     """MU-Mis's stop rule (paper §3.3, Fig. 4 with δ = 0.9).
