@@ -161,15 +161,15 @@ class Newton(UnlearningMethod):
             if scale < 1 / 32:
                 scale, reason = 0.0, "heldout_drop"
                 break
-        new = (theta + scale * step).to(head.weight.dtype)
-        with torch.no_grad():
-            head.weight.copy_(new[:, : head.weight.shape[1]])
-            if head.bias is not None:
-                head.bias.copy_(new[:, -1])
         final = theta + scale * step
+        with torch.no_grad():
+            head.weight.copy_(final[:, : head.weight.shape[1]])
+            if head.bias is not None:
+                head.bias.copy_(final[:, -1])
+        heldout_losses = _losses(final, z_h, y_h)
         info.update(step_scale=scale, train_size=train_size, heldout_acc_before=before,
                     heldout_acc_after=_accuracy(final, z_h, y_h), heldout_tolerance=tolerance,
                     forget_loss_after=float(_losses(final, z_f, y_f).mean()),
-                    heldout_loss_after=float(_losses(final, z_h, y_h).mean()),
-                    heldout_loss_se=float(_losses(final, z_h, y_h).std() / math.sqrt(len(y_h))))
+                    heldout_loss_after=float(heldout_losses.mean()),
+                    heldout_loss_se=float(heldout_losses.std() / math.sqrt(len(y_h))))
         return MethodResult(model=model, stop_reason=reason, steps=1 if scale else 0, info=info)
