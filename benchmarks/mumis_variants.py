@@ -111,6 +111,11 @@ _STUDY = ["paper", "paper+floor", "target_only+floor", "irrelevant_only+floor", 
           "head+scaled_lr+75steps"]
 _ROUND2 = ["head+target_only+scaled_lr+floor0", "head+target_only+scaled_lr+300steps"]
 _LOSS_STOPS = ["head+target_only+curv.05+heldout_loss", "paper+curv.01+heldout_loss"]
+# rounds 1–2 on random requests, named one by one: "every RANDOM_VARIANTS label" would grow with each new label and
+# ask for rows the file does not have
+_RANDOM_STUDY = ["default(samples)", "default+no_stop", "paper", "bounded", "bounded+plateau", "scaled_lr",
+                 "bounded+scaled_lr+plateau", "head+scaled_lr", "paper+heldout", "scaled_lr+heldout",
+                 "head+scaled_lr+heldout", "head+bounded+scaled_lr+plateau"]
 _DEFAULT = ["default", "default+300steps"]
 _SAMPLES = ["default(samples)", "paper"]  # sample requests: the default (held-out stop) against the paper's method
 # Everything results/mumis_variants.jsonl holds: (datasets, models, tasks, seeds, variant labels). Running the script
@@ -118,7 +123,7 @@ _SAMPLES = ["default(samples)", "paper"]  # sample requests: the default (held-o
 PLAN = (
     (["mnist5k"], ["small_cnn", "resnet_small"], ["full_class"], [0, 1, 2], _DEFAULT + _STUDY),
     (["mnist5k"], ["small_cnn", "resnet_small"], ["full_class"], [0], _ROUND2),
-    (["mnist5k"], ["small_cnn", "resnet_small"], ["random"], [0, 1, 2], [v for v in RANDOM_VARIANTS if v not in _LOSS_STOPS]),
+    (["mnist5k"], ["small_cnn", "resnet_small"], ["random"], [0, 1, 2], _RANDOM_STUDY),
     (["mnist5k"], ["small_cnn", "resnet_small"], ["random"], [0], _LOSS_STOPS),
     (["mnist5k"], ["resnet_wide"], ["full_class"], [0, 1, 2], _DEFAULT + ["paper", "paper+floor", "head+scaled_lr+floor0"]),
     (["fashion_mnist"], ["small_cnn"], ["full_class"], [0, 1, 2], _DEFAULT + ["paper", "paper+floor", "head+scaled_lr+floor0"]),
