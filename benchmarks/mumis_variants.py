@@ -145,6 +145,8 @@ PLAN = (
     (["fashion_mnist"], ["small_cnn"], ["random"], [0, 1, 2], ["newton(wd/2)", "newton(2wd)"]),
     # Sneaker inside "footwear" (fashion_mnist_super), the small CNN
     (["fashion_mnist"], ["small_cnn"], ["sub_class"], [0, 1, 2], _SAMPLES + ["samples+membership", "newton"]),
+    # round 7: Fashion-MNIST × resnet_small, random 10 % (6,000 samples); the committed rows ran on an NVIDIA H200
+    (["fashion_mnist"], ["resnet_small"], ["random"], [0, 1, 2], _SAMPLES + ["samples+membership", "newton"]),
 )
 
 

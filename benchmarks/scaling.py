@@ -1,6 +1,7 @@
 """What MU-Mis costs next to training, and how its memory scales with the forget set — measured in one run.
 
     python benchmarks/scaling.py [--batch 64] [--repeats 10] [--chunk 64] [--json out.json]
+    python benchmarks/scaling.py --models resnet18 --skip-memory   # one model's step table only (a short GPU lease)
 
 1. **Step cost.** For each model (small CNN and small ResNet on 1×28×28, ResNet-18 on 3×32×32) one cross-entropy
    training step (train mode, forward + backward + SGD update) against one MU-Mis step at the same batch: the
@@ -158,6 +159,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--chunk", type=int, default=64, help="chunk size of the memory-bounded runs")
     parser.add_argument("--json", help="also write the numbers to this file")
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="step-cost models")
+    parser.add_argument("--skip-memory", action="store_true", help="leave out the memory-bounded runs (part 3)")
     args = parser.parse_args()
 
     from rich.console import Console
@@ -165,15 +168,15 @@ def main() -> None:
 
     console = Console(width=200)
     steps = {(arch, kind): _in_subprocess(_step_cost, kind, arch, args.batch, args.repeats)
-             for arch in MODELS for kind in STEPS}
-    dev = steps[("small_cnn", "train")]["device"]
+             for arch in args.models for kind in STEPS}
+    dev = steps[(args.models[0], "train")]["device"]
     table = Table(title=f"One MU-Mis step vs one training step — batch {args.batch}, median of {args.repeats}, {dev}")
     for col in ("model", "train ms", "MU-Mis paper ms", "× train", "MU-Mis default ms", "× train",
                 "train peak MB", "MU-Mis paper peak MB", "× train", "channels_last / contiguous", "bf16 / fp32",
                 "bf16 grad error", "tf32 / fp32", "tf32 grad error"):
         table.add_column(col, justify="right")
     rows = []
-    for arch in MODELS:
+    for arch in args.models:
         t, p, d, cl, bf, tf = (steps[(arch, k)] for k in STEPS)
         row = {"model": arch, "device": dev, "batch": args.batch, "train_ms": 1e3 * t["median_s"],
                "mumis_paper_ms": 1e3 * p["median_s"], "mumis_default_ms": 1e3 * d["median_s"],
@@ -190,6 +193,11 @@ def main() -> None:
                       f"{row['bf16_ratio']:.2f}", f"{row['bf16_grad_rel_error']:.3f}", f"{row['tf32_ratio']:.2f}",
                       f"{row['tf32_grad_rel_error']:.4f}")
     console.print(table)
+    if args.skip_memory:
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"steps": rows}, f, indent=1)
+        return
 
     chunked = Table(title=f"Memory-bounded MU-Mis: one full-batch step (paper objective, small_cnn 1×28×28), {dev}")
     for col in ("|D_f|", "× chunk", "peak MB, chunk " + str(args.chunk), "peak MB, unchunked", "s, chunked", "s, unchunked"):
