@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import queue as queue_module
 import resource
 import statistics
 import time
@@ -144,11 +145,20 @@ def _chunked_run(size: int, chunk: int, queue) -> None:
 
 
 def _in_subprocess(target, *args) -> dict:
+    """Run ``target(*args, queue)`` in a fresh process and return what it put on the queue; a child that dies without
+    answering (an exception, the OOM killer) raises here instead of leaving the parent waiting forever."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=target, args=(*args, queue))
     proc.start()
-    result = queue.get()
+    while True:
+        try:
+            result = queue.get(timeout=1.0)
+            break
+        except queue_module.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(f"measurement {target.__name__}{args} died with exit code {proc.exitcode} "
+                                   "(its traceback is above)") from None
     proc.join()
     return result
 
@@ -167,8 +177,12 @@ def main() -> None:
     from rich.table import Table
 
     console = Console(width=200)
-    steps = {(arch, kind): _in_subprocess(_step_cost, kind, arch, args.batch, args.repeats)
-             for arch in args.models for kind in STEPS}
+    steps = {}
+    for arch in args.models:  # one line per measurement as it lands, so a run cut short still shows what it measured
+        for kind in STEPS:
+            steps[(arch, kind)] = m = _in_subprocess(_step_cost, kind, arch, args.batch, args.repeats)
+            console.log(f"{arch} {kind}: {1e3 * m['median_s']:.2f} ms, peak {m['peak_bytes'] / 2**20:.0f} MB"
+                        + (f", gradient error {m['grad_error']:.2e}" if kind.endswith(("bf16", "tf32")) else ""))
     dev = steps[(args.models[0], "train")]["device"]
     table = Table(title=f"One MU-Mis step vs one training step — batch {args.batch}, median of {args.repeats}, {dev}")
     for col in ("model", "train ms", "MU-Mis paper ms", "× train", "MU-Mis default ms", "× train",
