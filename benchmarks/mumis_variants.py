@@ -87,6 +87,9 @@ RANDOM_VARIANTS = {  # random and sub-class forgetting (sample requests): the re
     # the same when the user states the training weight decay wrong by 2× either way (recipe: 5e-4)
     "newton(wd/2)": {"method": "newton", "weight_decay": 2.5e-4},
     "newton(2wd)": {"method": "newton", "weight_decay": 1e-3},
+    # round 7: the K-FAC step on every conv/linear layer, scanned up from 1/64 until the membership rule or the
+    # held-out guard stops it (newton's layers="all")
+    "newton(all_layers)": {"method": "newton", "layers": "all"},
     "default+no_stop": {"fa_floor": None, "stop": "none", "max_steps": 300},
     "paper": {**P},
     "bounded": {"variant": "bounded"},
@@ -147,6 +150,12 @@ PLAN = (
     (["fashion_mnist"], ["small_cnn"], ["sub_class"], [0, 1, 2], _SAMPLES + ["samples+membership", "newton"]),
     # round 7: Fashion-MNIST × resnet_small, random 10 % (6,000 samples); the committed rows ran on an NVIDIA H200
     (["fashion_mnist"], ["resnet_small"], ["random"], [0, 1, 2], _SAMPLES + ["samples+membership", "newton"]),
+    # and Sneaker inside "footwear" on it (this CPU: each reference pair ~16 min)
+    (["fashion_mnist"], ["resnet_small"], ["sub_class"], [0, 1, 2], _SAMPLES + ["samples+membership", "newton"]),
+    # round 7: newton on every layer, on the sample-request cells whose references this CPU has
+    (["mnist5k"], ["small_cnn", "resnet_small", "resnet_wide"], ["sub_class", "random"], [0, 1, 2], ["newton(all_layers)"]),
+    (["fashion_mnist"], ["small_cnn"], ["sub_class", "random"], [0, 1, 2], ["newton(all_layers)"]),
+    (["fashion_mnist"], ["resnet_small"], ["sub_class"], [0, 1, 2], ["newton(all_layers)"]),
 )
 
 

@@ -136,3 +136,12 @@ def test_newton_sample_request_through_the_api(digits_model, digits_task):
     assert not _same_weights(result.model, digits_model) or result.stop_reason == "heldout_drop"
     with pytest.raises(MumisError, match="train_size=N"):
         mumis.unlearn(digits_model, (x, y), "newton", heldout=heldout)
+
+
+def test_newton_on_every_layer_through_the_api(digits_model, digits_task):
+    """The README's ResNet call: the same data, layers="all"; the scan's stop is reported."""
+    x, y = digits_task.retain.subset(range(0, 200, 2)).tensors()
+    n = len(digits_task.retain) + len(digits_task.forget)
+    result = mumis.unlearn(digits_model, (x, y), "newton", heldout=digits_task.test.tensors(), train_size=n, layers="all")
+    assert result.data_read == ["forget", "heldout"] and result.options["layers"] == "all"
+    assert result.stop_reason in ("membership", "heldout_drop", "newton_step")

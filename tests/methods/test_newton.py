@@ -100,3 +100,38 @@ def test_newton_without_a_training_set_size_says_what_to_pass(digits_model, digi
 def test_head_features_append_the_constant_feature(digits_model, digits_task):
     z, y = head_features(digits_model, digits_task.forget.subset(range(5)), 4)
     assert z.dtype == torch.float64 and torch.all(z[:, -1] == 1) and len(y) == 5
+
+
+def test_all_layer_newton_scans_up_to_its_stop_and_reads_only_what_it_declares(digits_model, digits_task):
+    method = get_method("newton", layers="all")
+    members = digits_task.retain.subset(range(0, 300, 3))
+    n = len(digits_task.retain) + len(digits_task.forget)
+    data = grant(method, forget=members, heldout=digits_task.test, train_size=n)
+    result = run_method(method, digits_model, data, 10)
+    assert data.reads == {"forget", "heldout"}
+    info = result.info
+    scan = info["scan"]
+    assert result.stop_reason in ("membership", "heldout_drop", "newton_step") and result.steps == len(scan) - 1
+    scales = [row["scale"] for row in scan]
+    assert scales == sorted(scales) and info["step_scale"] in scales
+    before = scan[0]["heldout_acc"]
+    # every scale before the last was within the guard and not yet at the membership target
+    for row in scan[1:-1]:
+        assert row["heldout_acc"] >= before - info["heldout_tolerance"] and row["forget_below"] < row["heldout_below"]
+    last = scan[-1]
+    if result.stop_reason == "membership":
+        assert last["forget_below"] >= last["heldout_below"] and info["step_scale"] == last["scale"]
+    if result.stop_reason == "heldout_drop":
+        assert last["heldout_acc"] < before - info["heldout_tolerance"] and info["step_scale"] == scan[-2]["scale"]
+    # the weights are the chosen scale's, and more than the classifier layer moved (when a step was taken)
+    changed = {k for k, v in digits_model.state_dict().items() if not torch.equal(v, result.model.state_dict()[k])}
+    assert (info["step_scale"] > 0) == bool(changed)
+    if info["step_scale"] > 0:
+        assert len({k.rsplit(".", 1)[0] for k in changed}) > 1
+
+
+def test_newton_rejects_an_unknown_layers_option(digits_model, digits_task):
+    method = get_method("newton", layers="last_two")
+    data = grant(method, forget=digits_task.forget, heldout=digits_task.test, train_size=1000)
+    with pytest.raises(MumisError, match="layers='last_two'"):
+        run_method(method, digits_model, data, 10)

@@ -13,8 +13,11 @@ from torch import nn
 from mumis.data import ImageDataset, iter_batches
 from mumis.errors import MumisError
 from mumis.methods.base import DataRole, GrantedData, MethodResult, UnlearningMethod
+from mumis.methods.kfac import apply_step, as_matrix, kfac_removal_step, weight_layers
 from mumis.methods.registry import register
-from mumis.methods.stopping import accuracy_tolerance
+from mumis.methods.stopping import accuracy_tolerance, membership_threshold
+from mumis.metrics.accuracy import predict_logits
+from mumis.metrics.mia import true_class_confidence
 from mumis.models import classifier_head
 from mumis.models.head import capture_features
 from mumis.runtime import device
@@ -32,6 +35,13 @@ class NewtonConfig:
     cg_max_iter: int = 2000
     batch_size: int = 512  # feature extraction only
     guard: bool = True  # halve the step (≤ 5 times) while held-out accuracy falls by more than two standard errors
+    # "head": the exact step on the classifier layer (above). "all": a K-FAC step on every conv and linear layer,
+    # taken only as far as a scan over SCALES allows (see Newton); for ResNets that memorise D_f in the features.
+    layers: str = "head"
+
+
+# The all-layer step's scan: 2^(-k/2) from 1/64 up to the full Newton step (which collapses a ResNet: round 7)
+SCALES = tuple(2.0 ** (-k / 2) for k in range(12, -1, -1))
 
 
 @torch.no_grad()
@@ -131,6 +141,13 @@ class Newton(UnlearningMethod):
       classifier layer (the small CNN: random 10 % and sub-class below 1.0 Avg. Gap). On the ResNets here the
       forget samples are fit perfectly inside the features (training loss ≈ 0), g_f ≈ 0 and the step is ≈ 0:
       the model is handed back nearly unchanged. Not meant for class requests (use MU-Mis).
+    * ``layers="all"`` (round 7): the same removal step on every conv and linear layer with K-FAC curvature from
+      the held-out set (:mod:`mumis.methods.kfac`; damping = λ; the λθ term on linear layers only, since
+      convolutions behind BatchNorm are scale-invariant). The full step collapses a ResNet — even with D_r's own
+      curvature — so it is scanned up from 1/64 of it in steps of √2 and stops at the first scale where the
+      one-threshold confidence attack (threshold fixed at the start from D_f vs held-out) calls as large a share of
+      D_f as of held-out data unseen (``stop_reason="membership"``), or keeps the previous scale once held-out
+      accuracy falls by more than two standard errors (``"heldout_drop"``).
     """
 
     name = "newton"
@@ -139,11 +156,15 @@ class Newton(UnlearningMethod):
 
     def run(self, model: nn.Module, data: GrantedData, num_classes: int) -> MethodResult:
         cfg = self.config
+        if cfg.layers not in ("head", "all"):
+            raise MumisError(f"newton: layers={cfg.layers!r} is not one of 'head', 'all'")
         train_size = cfg.train_size or data.train_size
         if train_size is None:
             raise MumisError("method 'newton' needs the number of samples the model was trained on (D_r + D_f): pass "
                              "train_size=N (CLI: --option train_size=N); the benchmark takes it from the split")
         model.to(device()).eval()
+        if cfg.layers == "all":
+            return self._all_layers(model, data, train_size)
         head = classifier_head(model)
         z_f, y_f = head_features(model, data.forget, cfg.batch_size)
         z_h, y_h = head_features(model, data.heldout, cfg.batch_size)
@@ -173,3 +194,49 @@ class Newton(UnlearningMethod):
                     heldout_loss_after=float(heldout_losses.mean()),
                     heldout_loss_se=float(heldout_losses.std() / math.sqrt(len(y_h))))
         return MethodResult(model=model, stop_reason=reason, steps=1 if scale else 0, info=info)
+
+    def _all_layers(self, model: nn.Module, data: GrantedData, train_size: int) -> MethodResult:
+        """The K-FAC step on every conv and linear layer (methods/kfac.py), scanned up from 1/64 of it: stop at the
+        first scale where a confidence attack calls as large a share of D_f as of held-out data unseen (the
+        threshold t* is fixed at the start), or keep the previous scale once held-out accuracy falls by more than
+        two standard errors."""
+        cfg = self.config
+        layers = weight_layers(model)
+        start = {m: as_matrix(m, m.weight.detach(), m.bias.detach() if m.bias is not None else None).double().clone()
+                 for m in layers}
+        step = kfac_removal_step(model, data.forget, data.heldout, train_size, cfg.weight_decay, cfg.weight_decay,
+                                 cfg.batch_size)
+
+        def measure() -> tuple[torch.Tensor, torch.Tensor, float]:
+            logits = {role: predict_logits(model, d, cfg.batch_size) for role, d in (("f", data.forget), ("h", data.heldout))}
+            conf = {role: torch.from_numpy(true_class_confidence(v, d.labels))
+                    for (role, v), d in zip(logits.items(), (data.forget, data.heldout))}
+            accuracy = 100.0 * float((logits["h"].argmax(1) == data.heldout.labels).double().mean())
+            return conf["f"], conf["h"], accuracy
+
+        conf_f, conf_h, before = measure()
+        threshold = membership_threshold(conf_f, conf_h)
+        tolerance = accuracy_tolerance(before, len(conf_h))
+        below = lambda conf: 100.0 * float((conf < threshold).double().mean())  # noqa: E731
+        scan = [(0.0, before, below(conf_f), below(conf_h))]
+        chosen, reason = 0.0, "newton_step"
+        if scan[0][2] >= scan[0][3]:  # D_f already looks unseen to the attack: nothing to do
+            reason = "membership"
+        else:
+            for scale in SCALES:
+                apply_step(model, start, step, scale)
+                conf_f, conf_h, accuracy = measure()
+                scan.append((scale, accuracy, below(conf_f), below(conf_h)))
+                if cfg.guard and accuracy < before - tolerance:
+                    reason = "heldout_drop"
+                    break
+                chosen = scale
+                if scan[-1][2] >= scan[-1][3]:
+                    reason = "membership"
+                    break
+        apply_step(model, start, step, chosen)
+        info = {"layers": "all", "step_scale": chosen, "train_size": train_size, "membership_threshold": threshold,
+                "heldout_acc_before": before, "heldout_tolerance": tolerance,
+                "step_norm": float(sum(float((d ** 2).sum()) for d in step.values()) ** 0.5),
+                "scan": [dict(zip(("scale", "heldout_acc", "forget_below", "heldout_below"), row)) for row in scan]}
+        return MethodResult(model=model, stop_reason=reason, steps=len(scan) - 1, info=info)
