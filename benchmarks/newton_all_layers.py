@@ -32,9 +32,10 @@ from torch import nn
 from mumis.bench.experiment import persisted_split
 from mumis.bench.references import default_cache_dir, trained_reference
 from mumis.data import build_forget_set, load_dataset, superclass_view, task_from_views
-from mumis.methods.kfac import apply_step, as_matrix, kfac_removal_step, weight_layers
-from mumis.methods.stopping import accuracy_tolerance, membership_threshold
+from mumis.methods.kfac import apply_step, kfac_removal_step, layer_matrix, weight_layers
+from mumis.methods.stopping import accuracy_tolerance, label_confidence, membership_threshold
 from mumis.metrics import avg_gap, evaluate
+from mumis.metrics.accuracy import predict_logits
 from mumis.training import TrainRecipe
 
 SUB_CLASS = {"mnist5k": 3, "fashion_mnist": 7}  # as in mumis_variants.py: digit 3 inside "curved", Sneaker in "footwear"
@@ -43,16 +44,15 @@ SUB_CLASS = {"mnist5k": 3, "fashion_mnist": 7}  # as in mumis_variants.py: digit
 def _moved(model: nn.Module, step: dict, scale: float) -> nn.Module:
     new = copy.deepcopy(model).eval()
     layers = dict(zip(weight_layers(model), weight_layers(new)))
-    start = {layers[m]: as_matrix(m, m.weight.detach(), m.bias.detach() if m.bias is not None else None).double() for m in step}
+    start = {layers[m]: layer_matrix(m) for m in step}
     apply_step(new, start, {layers[m]: d for m, d in step.items()}, scale)
     return new
 
 
-@torch.no_grad()
 def _confidence(model: nn.Module, data) -> tuple[torch.Tensor, float]:
-    x, y = data.tensors()
-    logits = model(x)
-    return torch.softmax(logits.double(), 1).gather(1, y[:, None]).squeeze(1), 100.0 * float((logits.argmax(1) == y).double().mean())
+    """True-class confidences (as the membership rule reads them) and accuracy (%)."""
+    logits = predict_logits(model, data)
+    return label_confidence(logits, data.labels), 100.0 * float((logits.argmax(1) == data.labels).double().mean())
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mumis.data import ImageDataset
-from mumis.methods.kfac import apply_step, as_matrix, kfac_factors, kfac_removal_step, weight_layers
+from mumis.methods.kfac import apply_step, as_matrix, kfac_factors, kfac_removal_step, layer_matrix, weight_layers
 
 
 def _images(n: int, side: int, seed: int) -> ImageDataset:
@@ -26,7 +26,7 @@ def test_kfac_factors_equal_the_cross_entropy_hessian_for_one_sample():
         return F.cross_entropy(x @ t[:, :4].T + t[:, 4], torch.tensor([0]))
 
     layer = model[1]
-    hessian = torch.autograd.functional.hessian(ce, as_matrix(layer, layer.weight.detach(), layer.bias.detach()).flatten())
+    hessian = torch.autograd.functional.hessian(ce, layer_matrix(layer).flatten())
     v = torch.randn(2, 5, dtype=torch.float64)
     assert positions == 1
     assert torch.allclose(torch.trace(v.T @ G @ v @ A), v.flatten() @ hessian @ v.flatten(), rtol=1e-8)
@@ -44,14 +44,14 @@ def test_removal_step_solves_the_damped_kronecker_system_and_applies_it():
     F.cross_entropy(model(x.double()), y).backward()
     start = {}
     for layer, (A, G, positions) in factors.items():
-        theta = as_matrix(layer, layer.weight.detach(), layer.bias.detach() if layer.bias is not None else None)
-        rhs = as_matrix(layer, layer.weight.grad, layer.bias.grad if layer.bias is not None else None)
+        theta = layer_matrix(layer)
+        rhs = as_matrix(layer.weight.grad, layer.bias.grad if layer.bias is not None else None)
         if isinstance(layer, nn.Linear):  # the stationarity term: linear layers only
             rhs = rhs + wd * theta
         applied = G @ step[layer] @ A / positions + damping * step[layer]  # (A ⊗ G / T + γI) Δθ
         assert torch.allclose(applied, rhs * 5 / (train_size - 5), atol=1e-10)
-        start[layer] = theta.clone()
+        start[layer] = theta
     apply_step(model, start, step, 0.5)
     for layer in weight_layers(model):
-        moved = as_matrix(layer, layer.weight.detach(), layer.bias.detach() if layer.bias is not None else None)
+        moved = layer_matrix(layer)
         assert torch.allclose(moved, start[layer] + 0.5 * step[layer])

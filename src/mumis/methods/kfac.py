@@ -24,10 +24,15 @@ def weight_layers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
-def as_matrix(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """[W | b] with W flattened to out × (in · k · k)."""
+def as_matrix(weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """[W | b] with W flattened to out × (in · k · k) (the layout of a layer's step; also for its gradients)."""
     w = weight.reshape(weight.shape[0], -1)
     return torch.cat([w, bias[:, None]], 1) if bias is not None else w
+
+
+def layer_matrix(layer: nn.Module) -> torch.Tensor:
+    """A float64 copy of the layer's current [W | b] (a copy even for a float64 layer: it is the start a scan returns to)."""
+    return as_matrix(layer.weight.detach(), layer.bias.detach() if layer.bias is not None else None).to(torch.float64, copy=True)
 
 
 def _input_rows(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -92,9 +97,9 @@ def kfac_removal_step(model: nn.Module, forget: ImageDataset, curvature: ImageDa
     n_f = len(forget)
     step = {}
     for m, (A, G, positions) in factors.items():
-        rhs = as_matrix(m, m.weight.grad, m.bias.grad if m.bias is not None else None).double()
+        rhs = as_matrix(m.weight.grad, m.bias.grad if m.bias is not None else None).double()
         if isinstance(m, nn.Linear):
-            rhs = rhs + weight_decay * as_matrix(m, m.weight.detach(), m.bias.detach() if m.bias is not None else None).double()
+            rhs = rhs + weight_decay * layer_matrix(m)
         sa, qa = torch.linalg.eigh(A)
         sg, qg = torch.linalg.eigh(G)
         scaled = (qg.T @ rhs @ qa) / (sg.clamp(min=0)[:, None] * sa.clamp(min=0)[None, :] / positions + damping)

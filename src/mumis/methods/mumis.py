@@ -30,10 +30,10 @@ from mumis.methods.stopping import (
     NeverRule,
     PlateauRule,
     accuracy_tolerance,
+    label_confidence,
     membership_threshold,
 )
 from mumis.metrics.accuracy import predict_logits
-from mumis.metrics.mia import true_class_confidence
 from mumis.models import (
     chunked_gradients,
     classifier_head,
@@ -245,7 +245,7 @@ class MuMis(UnlearningMethod):
         heldout = data.heldout if cfg.stop in HELDOUT_STOPS else None
         threshold = None
         if cfg.stop == "membership":  # fixed at the starting weights, where D_f are members and held-out data are not
-            threshold = membership_threshold(*(_true_class_confidence(predict_logits(model, d, 4 * chunk), d.labels)
+            threshold = membership_threshold(*(label_confidence(predict_logits(model, d, 4 * chunk), d.labels)
                                                for d in (forget, heldout)))
 
         def monitor() -> dict:
@@ -255,7 +255,7 @@ class MuMis(UnlearningMethod):
                 stats["heldout_acc"] = 100.0 * (logits.argmax(1) == heldout.labels).float().mean().item()
                 stats["heldout_loss"] = F.cross_entropy(logits, heldout.labels).item()
                 if threshold is not None:  # share (%) below the membership threshold; D_f's comes with its statistics
-                    confidence = _true_class_confidence(logits, heldout.labels)
+                    confidence = label_confidence(logits, heldout.labels)
                     stats["heldout_below"] = 100.0 * float((confidence < threshold).double().mean())
             return stats
 
@@ -453,11 +453,6 @@ def _fixed_panel(labels: torch.Tensor, num_classes: int, size: int, generator: t
     return (labels.view(-1, 1) + shifts) % num_classes
 
 
-def _true_class_confidence(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """softmax(f(x))_y per sample in float64, as the MIA metric computes it (well-fit samples sit within 1e-7 of 1)."""
-    return torch.from_numpy(true_class_confidence(logits, labels))
-
-
 @torch.no_grad()
 def _forget_statistics(model, forget, panel, watched, batch_size, dev, threshold: Optional[float] = None) -> dict:
     """Mean target and irrelevant sensitivities (and their squares) over the ``watched`` forget samples, and
@@ -469,7 +464,7 @@ def _forget_statistics(model, forget, panel, watched, batch_size, dev, threshold
         correct += int((logits.argmax(1) == y).sum())
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         if threshold is not None:
-            below += int((_true_class_confidence(logits, y) < threshold).sum())
+            below += int((label_confidence(logits, y) < threshold).sum())
     forget_acc = 100.0 * correct / len(forget)
     forget_loss = loss_sum / len(forget)
     watched_data, panel = forget.subset(watched), panel[watched]

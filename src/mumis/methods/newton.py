@@ -13,11 +13,10 @@ from torch import nn
 from mumis.data import ImageDataset, iter_batches
 from mumis.errors import MumisError
 from mumis.methods.base import DataRole, GrantedData, MethodResult, UnlearningMethod
-from mumis.methods.kfac import apply_step, as_matrix, kfac_removal_step, weight_layers
+from mumis.methods.kfac import apply_step, kfac_removal_step, layer_matrix, weight_layers
 from mumis.methods.registry import register
-from mumis.methods.stopping import accuracy_tolerance, membership_threshold
+from mumis.methods.stopping import accuracy_tolerance, label_confidence, membership_threshold
 from mumis.metrics.accuracy import predict_logits
-from mumis.metrics.mia import true_class_confidence
 from mumis.models import classifier_head
 from mumis.models.head import capture_features
 from mumis.runtime import device
@@ -201,18 +200,15 @@ class Newton(UnlearningMethod):
         threshold t* is fixed at the start), or keep the previous scale once held-out accuracy falls by more than
         two standard errors."""
         cfg = self.config
-        layers = weight_layers(model)
-        start = {m: as_matrix(m, m.weight.detach(), m.bias.detach() if m.bias is not None else None).double().clone()
-                 for m in layers}
+        start = {m: layer_matrix(m) for m in weight_layers(model)}
         step = kfac_removal_step(model, data.forget, data.heldout, train_size, cfg.weight_decay, cfg.weight_decay,
                                  cfg.batch_size)
 
         def measure() -> tuple[torch.Tensor, torch.Tensor, float]:
-            logits = {role: predict_logits(model, d, cfg.batch_size) for role, d in (("f", data.forget), ("h", data.heldout))}
-            conf = {role: torch.from_numpy(true_class_confidence(v, d.labels))
-                    for (role, v), d in zip(logits.items(), (data.forget, data.heldout))}
-            accuracy = 100.0 * float((logits["h"].argmax(1) == data.heldout.labels).double().mean())
-            return conf["f"], conf["h"], accuracy
+            """True-class confidences of D_f and of the held-out set, and held-out accuracy (%)."""
+            forget, heldout = (predict_logits(model, d, cfg.batch_size) for d in (data.forget, data.heldout))
+            accuracy = 100.0 * float((heldout.argmax(1) == data.heldout.labels).double().mean())
+            return label_confidence(forget, data.forget.labels), label_confidence(heldout, data.heldout.labels), accuracy
 
         conf_f, conf_h, before = measure()
         threshold = membership_threshold(conf_f, conf_h)

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from mumis.metrics.mia import true_class_confidence
+
 
 def accuracy_tolerance(accuracy: float, n: int) -> float:
     """Two standard errors of an accuracy measured on ``n`` samples, in points: 200 · √(a (1 − a) / n), a = accuracy / 100.
@@ -100,6 +102,12 @@ class HeldoutMatchRule:
     def update(self, margin: float) -> bool:
         self.seen += 1
         return (self.seen > 1 or self.at_start) and margin <= self.tolerance
+
+
+def label_confidence(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """softmax(f(x))_y per sample in float64, as the MIA metric computes it (well-fit samples sit within 1e-7 of 1):
+    what the membership threshold and the stop rules that use it compare."""
+    return torch.from_numpy(true_class_confidence(logits, labels))
 
 
 def membership_threshold(member: torch.Tensor, nonmember: torch.Tensor) -> float:
