@@ -130,8 +130,6 @@ def test_all_layer_newton_scans_up_to_its_stop_and_reads_only_what_it_declares(d
         assert len({k.rsplit(".", 1)[0] for k in changed}) > 1
 
 
-def test_newton_rejects_an_unknown_layers_option(digits_model, digits_task):
-    method = get_method("newton", layers="last_two")
-    data = grant(method, forget=digits_task.forget, heldout=digits_task.test, train_size=1000)
+def test_newton_rejects_an_unknown_layers_option_when_it_is_built():
     with pytest.raises(MumisError, match="layers='last_two'"):
-        run_method(method, digits_model, data, 10)
+        get_method("newton", layers="last_two")

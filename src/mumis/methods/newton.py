@@ -153,10 +153,13 @@ class Newton(UnlearningMethod):
     needs = frozenset({DataRole.FORGET, DataRole.HELDOUT})
     Config = NewtonConfig
 
+    def __init__(self, config: Optional[NewtonConfig] = None, **overrides):
+        super().__init__(config, **overrides)
+        if self.config.layers not in ("head", "all"):  # at construction, like MU-Mis's options: before any data loads
+            raise MumisError(f"newton: layers={self.config.layers!r} is not one of 'head', 'all'")
+
     def run(self, model: nn.Module, data: GrantedData, num_classes: int) -> MethodResult:
         cfg = self.config
-        if cfg.layers not in ("head", "all"):
-            raise MumisError(f"newton: layers={cfg.layers!r} is not one of 'head', 'all'")
         train_size = cfg.train_size or data.train_size
         if train_size is None:
             raise MumisError("method 'newton' needs the number of samples the model was trained on (D_r + D_f): pass "
