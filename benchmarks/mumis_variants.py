@@ -89,7 +89,10 @@ RANDOM_VARIANTS = {  # random and sub-class forgetting (sample requests): the re
     "newton(2wd)": {"method": "newton", "weight_decay": 1e-3},
     # round 7: the K-FAC step on every conv/linear layer, scanned up from 1/64 until the membership rule or the
     # held-out guard stops it (newton's layers="all")
-    "newton(all_layers)": {"method": "newton", "layers": "all"},
+    "newton(all_layers)": {"method": "newton", "layers": "all", "keep_class_losses": False},
+    # round 8: the same step projected so that each class's mean held-out loss is unchanged to first order (the
+    # option's default since round 8)
+    "newton(all_layers+class_losses)": {"method": "newton", "layers": "all"},
     "default+no_stop": {"fa_floor": None, "stop": "none", "max_steps": 300},
     "paper": {**P},
     "bounded": {"variant": "bounded"},
@@ -156,6 +159,11 @@ PLAN = (
     (["mnist5k"], ["small_cnn", "resnet_small", "resnet_wide"], ["sub_class", "random"], [0, 1, 2], ["newton(all_layers)"]),
     (["fashion_mnist"], ["small_cnn"], ["sub_class", "random"], [0, 1, 2], ["newton(all_layers)"]),
     (["fashion_mnist"], ["resnet_small"], ["sub_class"], [0, 1, 2], ["newton(all_layers)"]),
+    # round 8: the projected all-layer step on the same cells
+    (["mnist5k"], ["small_cnn", "resnet_small", "resnet_wide"], ["sub_class", "random"], [0, 1, 2],
+     ["newton(all_layers+class_losses)"]),
+    (["fashion_mnist"], ["small_cnn"], ["sub_class", "random"], [0, 1, 2], ["newton(all_layers+class_losses)"]),
+    (["fashion_mnist"], ["resnet_small"], ["sub_class"], [0, 1, 2], ["newton(all_layers+class_losses)"]),
 )
 
 

@@ -2,13 +2,15 @@
 
     python benchmarks/newton_all_layers.py [--dataset mnist5k] [--model resnet_small] [--task random|sub_class]
                                            [--seeds 0 1 2] [--scales 1 0.14 0.1 0.08 0.06 0.04 0.03 0.02]
-                                           [--damping 5e-4] [--curvature heldout retain]
+                                           [--damping 5e-4] [--curvature heldout retain] [--keep-class-losses]
 
 ``newton`` takes one Newton step on the classifier layer; on the ResNets the forget samples are memorised inside
 the features and that step is ≈ 0. This measures the step of ``methods/kfac.py`` on every ``nn.Conv2d`` and
 ``nn.Linear`` (BatchNorm frozen): Δθ_l = n_f / (n − n_f) · (A_l ⊗ G_l / T_l + γI)⁻¹ r_l, r_l the mean
 cross-entropy gradient over D_f (+ λθ on linear layers), γ = the damping (default: the training weight decay),
-curvature from the held-out set (what a method may read) or from D_r (an oracle no retain-free method has).
+curvature from the held-out set (what a method may read) or from D_r (an oracle no retain-free method has);
+``--keep-class-losses``: projected so that each class's mean loss over that set is unchanged to first order (round 8,
+``newton``'s default for ``layers="all"``).
 
 For each step scale: the Avg. Gap to the reference retrain, held-out accuracy, and the share of D_f / held-out
 data below the one-threshold membership attack's threshold t* (``stopping.membership_threshold``). Marked: the
@@ -66,13 +68,16 @@ def main() -> None:
     parser.add_argument("--damping", nargs="+", type=float, default=None, help="default: the recipe's weight decay")
     parser.add_argument("--curvature", nargs="+", choices=("heldout", "retain"), default=["heldout"],
                         help="'retain' is an oracle (reads D_r): what the step would do with the true curvature")
+    parser.add_argument("--keep-class-losses", action="store_true",
+                        help="project the step so that each class's mean loss over the curvature set stays (round 8)")
     parser.add_argument("--epochs", type=int, default=20)
     args = parser.parse_args()
     cache, recipe = default_cache_dir(), TrainRecipe(epochs=args.epochs)
     dampings = args.damping or [recipe.weight_decay]
     console = Console(width=200)
     dataset, target = (args.dataset, 0.1) if args.task == "random" else (superclass_view(args.dataset), SUB_CLASS[args.dataset])
-    table = Table(title=f"K-FAC Newton removal on every layer, {dataset} × {args.model}, {args.task}: Avg. Gap to retrain")
+    projected = ", per-class losses kept" if args.keep_class_losses else ""
+    table = Table(title=f"K-FAC Newton removal on every layer{projected}, {dataset} × {args.model}, {args.task}: Avg. Gap to retrain")
     picked = defaultdict(list)  # rule → Avg. Gap of its pick, per (seed, curvature, damping)
     for col in ("seed", "curvature", "damping", "scale", "Avg. Gap", "FA", "RA", "TA", "MIA", "held-out acc",
                 "D_f / held-out below t*", "rule picks"):
@@ -99,7 +104,8 @@ def main() -> None:
         for source in args.curvature:
             curvature = task.heldout if source == "heldout" else task.retain
             for damping in dampings:
-                step = kfac_removal_step(original, task.forget, curvature, len(train), damping, recipe.weight_decay)
+                step = kfac_removal_step(original, task.forget, curvature, len(train), damping, recipe.weight_decay,
+                                         keep_class_losses=args.keep_class_losses)
                 rows = []
                 for scale in sorted(args.scales):
                     moved = _moved(original, step, scale)

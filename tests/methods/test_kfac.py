@@ -1,11 +1,22 @@
 """methods/kfac.py, the all-layer Newton step's curvature: exact where K-FAC is exact (one sample through a linear
-softmax model), and the step solves the damped Kronecker system it claims to."""
+softmax model), the step solves the damped Kronecker system it claims to, and the projected step keeps each class's
+held-out loss to first order while staying the nearest such step in the K-FAC metric."""
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mumis.data import ImageDataset
-from mumis.methods.kfac import apply_step, as_matrix, kfac_factors, kfac_removal_step, layer_matrix, weight_layers
+from mumis.methods.kfac import (
+    DampedInverse,
+    apply_step,
+    as_matrix,
+    inner,
+    kfac_factors,
+    kfac_removal_step,
+    layer_matrix,
+    mean_loss_gradient,
+    weight_layers,
+)
 
 
 def _images(n: int, side: int, seed: int) -> ImageDataset:
@@ -55,3 +66,38 @@ def test_removal_step_solves_the_damped_kronecker_system_and_applies_it():
     for layer in weight_layers(model):
         moved = layer_matrix(layer)
         assert torch.allclose(moved, start[layer] + 0.5 * step[layer])
+
+
+def _flat(d: dict) -> torch.Tensor:
+    return torch.cat([v.flatten() for v in d.values()])
+
+
+def test_projected_step_keeps_each_class_loss_and_is_the_nearest_such_step():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 2)).double().eval()
+    forget, heldout = _images(6, 6, 1), _images(20, 6, 2)
+    args = (model, forget, heldout, 60, 1e-2, 1e-3)
+    free, kept = kfac_removal_step(*args), kfac_removal_step(*args, keep_class_losses=True)
+    classes = [mean_loss_gradient(model, heldout.subset(torch.nonzero(heldout.labels == k).squeeze(1))) for k in (0, 1)]
+    for c in classes:  # the constraint is real (the free step moves each class's loss) and the projection meets it
+        assert abs(inner(c, free)) > 1e-3 * _flat(c).norm() * _flat(free).norm()
+        assert abs(inner(c, kept)) < 1e-9 * _flat(c).norm() * _flat(free).norm()
+    # nearest in the metric M = F + γI: M (Δ − Δ') lies in the span of the constraints
+    factors = kfac_factors(model, heldout)
+    metric = {m: G @ (free[m] - kept[m]) @ A / t + 1e-2 * (free[m] - kept[m]) for m, (A, G, t) in factors.items()}
+    basis = torch.stack([_flat(c) for c in classes], 1)
+    target = _flat(metric)
+    coefficients = torch.linalg.lstsq(basis, target[:, None]).solution
+    assert torch.allclose(basis @ coefficients[:, 0], target, atol=1e-10 * float(target.norm()) + 1e-14)
+    assert float((_flat(free) - _flat(kept)).norm()) > 0
+
+
+def test_damped_inverse_inverts_the_damped_kronecker_product():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(9, 3)).double().eval()
+    factors = kfac_factors(model, _images(8, 3, 3))
+    inverse = DampedInverse(factors, 0.05)
+    g = {m: torch.randn(3, 10, dtype=torch.float64) for m in factors}
+    for m, (A, G, t) in factors.items():
+        solved = inverse(g)[m]
+        assert torch.allclose(G @ solved @ A / t + 0.05 * solved, g[m], atol=1e-10)

@@ -110,6 +110,7 @@ def test_all_layer_newton_scans_up_to_its_stop_and_reads_only_what_it_declares(d
     result = run_method(method, digits_model, data, 10)
     assert data.reads == {"forget", "heldout"}
     info = result.info
+    assert info["keep_class_losses"] is True  # the default since round 8
     scan = info["scan"]
     assert result.stop_reason in ("membership", "heldout_drop", "newton_step") and result.steps == len(scan) - 1
     scales = [row["scale"] for row in scan]

@@ -7,7 +7,9 @@ Grosse & Martens 2016 for convolutions) approximates the Gauss-Newton matrix of 
 
 a = the layer's input patch at position t, g = the gradient of sample n's cross-entropy at the layer's output there,
 taken in exact expectation over the model's own predictive distribution (one backward per class, weighted by √p_k),
-T_l = the number of positions (1 for a linear layer). (F_l + γI)⁻¹ comes from the eigendecompositions of A_l and G_l.
+T_l = the number of positions (1 for a linear layer). (F_l + γI)⁻¹ comes from the eigendecompositions of A_l and G_l
+(:class:`DampedInverse`). :func:`project_out` keeps chosen losses unchanged to first order (round 8: each class's
+mean held-out loss).
 """
 from __future__ import annotations
 
@@ -82,30 +84,83 @@ def kfac_factors(model: nn.Module, data: ImageDataset, batch_size: int = 500) ->
     return {m: (A[m] / len(data), G[m] / len(data), positions[m]) for m in layers}
 
 
+def mean_loss_gradient(model: nn.Module, data: ImageDataset, batch_size: int = 500) -> dict:
+    """layer → ∂/∂θ_l of mean_{data} CE, in the [W | b] layout, float64 (the model as it is, eval mode expected)."""
+    model.zero_grad(set_to_none=True)
+    with torch.enable_grad():
+        for x, y in iter_batches(data, batch_size):
+            logits = model(x.to(device(), next(model.parameters()).dtype))
+            (F.cross_entropy(logits, y.to(device()), reduction="sum") / len(data)).backward()
+    grads = {m: as_matrix(m.weight.grad, m.bias.grad if m.bias is not None else None).double().clone()
+             for m in weight_layers(model)}
+    model.zero_grad(set_to_none=True)
+    return grads
+
+
+class DampedInverse:
+    """g ↦ (F_l + γI)⁻¹ g_l per layer, F_l = A_l ⊗ G_l / T_l from :func:`kfac_factors`, through the eigendecompositions
+    of A_l and G_l (computed once): (F + γI)⁻¹ g = Q_G [(Q_Gᵀ g Q_A) / (s_G s_Aᵀ / T + γ)] Q_Aᵀ."""
+
+    def __init__(self, factors: dict, damping: float):
+        self.damping = damping
+        self.eigen = {}
+        for m, (A, G, positions) in factors.items():
+            sa, qa = torch.linalg.eigh(A)
+            sg, qg = torch.linalg.eigh(G)
+            self.eigen[m] = (qa, qg, sg.clamp(min=0)[:, None] * sa.clamp(min=0)[None, :] / positions)
+
+    def __call__(self, grads: dict) -> dict:
+        out = {}
+        for m, (qa, qg, curvature) in self.eigen.items():
+            out[m] = qg @ ((qg.T @ grads[m] @ qa) / (curvature + self.damping)) @ qa.T
+        return out
+
+
+def inner(a: dict, b: dict) -> float:
+    """Σ_l ⟨a_l, b_l⟩ over the layers of two per-layer dicts (the Frobenius inner product of the whole parameter)."""
+    return sum(float((a[m] * b[m]).sum()) for m in a)
+
+
 def kfac_removal_step(model: nn.Module, forget: ImageDataset, curvature: ImageDataset, train_size: int, damping: float,
-                      weight_decay: float, batch_size: int = 500) -> dict:
+                      weight_decay: float, batch_size: int = 500, keep_class_losses: bool = False) -> dict:
     """layer → Δθ_l = n_f / (n − n_f) · (F_l + γI)⁻¹ r_l, with F_l the K-FAC curvature over ``curvature`` and r_l the
     mean cross-entropy gradient over ``forget`` — plus λθ on linear layers only: the original minimises
     mean CE + (λ/2)‖θ‖², but convolutions followed by BatchNorm are scale-invariant and do not satisfy
-    mean_D ∇CE = −λθ, so the stationarity term is left out for them."""
-    factors = kfac_factors(model, curvature, batch_size)
-    model.zero_grad(set_to_none=True)
-    with torch.enable_grad():
-        for x, y in iter_batches(forget, batch_size):
-            logits = model(x.to(device(), next(model.parameters()).dtype))
-            (F.cross_entropy(logits, y.to(device()), reduction="sum") / len(forget)).backward()
-    n_f = len(forget)
-    step = {}
-    for m, (A, G, positions) in factors.items():
-        rhs = as_matrix(m.weight.grad, m.bias.grad if m.bias is not None else None).double()
+    mean_D ∇CE = −λθ, so the stationarity term is left out for them.
+
+    ``keep_class_losses``: the step is projected so that, to first order, each class's mean cross-entropy over
+    ``curvature`` stays where it is — the step nearest Δ in the damped K-FAC metric M = F + γI with Cᵀ Δ' = 0,
+
+        Δ' = Δ − P C (Cᵀ P C)⁻¹ Cᵀ Δ,   P = M⁻¹,  C = [c_1 … c_K],  c_k = ∇ mean_{curvature, y = k} CE,
+
+    (classes with no sample in ``curvature`` give no constraint). A retrained model classifies unseen data as the
+    original does (its test accuracy per class is the same); what the unconstrained step does to them is damage
+    shared by all data, not D_f's contribution (docs/mumis-variants.md, round 8).
+    """
+    inverse = DampedInverse(kfac_factors(model, curvature, batch_size), damping)
+    rhs = mean_loss_gradient(model, forget, batch_size)
+    for m in rhs:
         if isinstance(m, nn.Linear):
-            rhs = rhs + weight_decay * layer_matrix(m)
-        sa, qa = torch.linalg.eigh(A)
-        sg, qg = torch.linalg.eigh(G)
-        scaled = (qg.T @ rhs @ qa) / (sg.clamp(min=0)[:, None] * sa.clamp(min=0)[None, :] / positions + damping)
-        step[m] = (qg @ scaled @ qa.T) * (n_f / (train_size - n_f))
-    model.zero_grad(set_to_none=True)
+            rhs[m] = rhs[m] + weight_decay * layer_matrix(m)
+    n_f = len(forget)
+    step = {m: d * (n_f / (train_size - n_f)) for m, d in inverse(rhs).items()}
+    if keep_class_losses:
+        labels = curvature.labels
+        constraints = [mean_loss_gradient(model, curvature.subset(torch.nonzero(labels == k).squeeze(1)), batch_size)
+                       for k in torch.unique(labels).tolist()]
+        step = project_out(step, constraints, inverse)
     return step
+
+
+def project_out(step: dict, constraints: list[dict], inverse: DampedInverse) -> dict:
+    """Δ − P C (Cᵀ P C)⁻¹ Cᵀ Δ (P = ``inverse``, C's columns = ``constraints``): Δ's nearest point in the metric
+    P⁻¹ on which every constraint's first-order change ⟨c_k, Δ'⟩ is zero. Least squares for (Cᵀ P C) so that
+    linearly dependent constraints do no harm."""
+    preconditioned = [inverse(c) for c in constraints]
+    gram = torch.tensor([[inner(c, pc) for pc in preconditioned] for c in constraints], dtype=torch.float64)
+    coefficients = torch.linalg.lstsq(gram, torch.tensor([inner(c, step) for c in constraints], dtype=torch.float64)[:, None],
+                                      driver="gelsd").solution[:, 0]
+    return {m: d - sum(float(a) * pc[m] for a, pc in zip(coefficients, preconditioned)) for m, d in step.items()}
 
 
 @torch.no_grad()

@@ -37,6 +37,9 @@ class NewtonConfig:
     # "head": the exact step on the classifier layer (above). "all": a K-FAC step on every conv and linear layer,
     # taken only as far as a scan over SCALES allows (see Newton); for ResNets that memorise D_f in the features.
     layers: str = "head"
+    # layers="all" only: project the step so that each class's mean held-out loss is unchanged to first order (the
+    # part of the step that moves unseen data too is damage, not D_f's contribution; round 8). False: round 7's step.
+    keep_class_losses: bool = True
 
 
 # The all-layer step's scan: 2^(-k/2) from 1/64 up to the full Newton step (which collapses a ResNet: round 7)
@@ -142,8 +145,9 @@ class Newton(UnlearningMethod):
       the model is handed back nearly unchanged. Not meant for class requests (use MU-Mis).
     * ``layers="all"`` (round 7): the same removal step on every conv and linear layer with K-FAC curvature from
       the held-out set (:mod:`mumis.methods.kfac`; damping = λ; the λθ term on linear layers only, since
-      convolutions behind BatchNorm are scale-invariant). The full step collapses a ResNet — even with D_r's own
-      curvature — so it is scanned up from 1/64 of it in steps of √2 and stops at the first scale where the
+      convolutions behind BatchNorm are scale-invariant), projected (``keep_class_losses``, round 8) so that each
+      class's mean held-out loss does not move to first order. The full step collapses a ResNet — even with D_r's
+      own curvature — so it is scanned up from 1/64 of it in steps of √2 and stops at the first scale where the
       one-threshold confidence attack (threshold fixed at the start from D_f vs held-out) calls as large a share of
       D_f as of held-out data unseen (``stop_reason="membership"``), or keeps the previous scale once held-out
       accuracy falls by more than two standard errors (``"heldout_drop"``).
@@ -205,7 +209,7 @@ class Newton(UnlearningMethod):
         cfg = self.config
         start = {m: layer_matrix(m) for m in weight_layers(model)}
         step = kfac_removal_step(model, data.forget, data.heldout, train_size, cfg.weight_decay, cfg.weight_decay,
-                                 cfg.batch_size)
+                                 cfg.batch_size, keep_class_losses=cfg.keep_class_losses)
 
         def measure() -> tuple[torch.Tensor, torch.Tensor, float]:
             """True-class confidences of D_f and of the held-out set, and held-out accuracy (%)."""
@@ -234,7 +238,8 @@ class Newton(UnlearningMethod):
                     reason = "membership"
                     break
         apply_step(model, start, step, chosen)
-        info = {"layers": "all", "step_scale": chosen, "train_size": train_size, "membership_threshold": threshold,
+        info = {"layers": "all", "keep_class_losses": cfg.keep_class_losses, "step_scale": chosen, "train_size": train_size,
+                "membership_threshold": threshold,
                 "heldout_acc_before": before, "heldout_tolerance": tolerance,
                 "step_norm": float(sum(float((d ** 2).sum()) for d in step.values()) ** 0.5),
                 "scan": [dict(zip(("scale", "heldout_acc", "forget_below", "heldout_below"), row)) for row in scan]}
