@@ -78,7 +78,9 @@ def parse_options(method: str, pairs: List[str]) -> dict:
         base = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
         if raw.lower() in ("none", "null") and type(None) in typing.get_args(kind):
             out[key] = None
-        elif base is bool:
+        elif base is bool:  # a typo must not read as False
+            if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise MumisError(f"bad --option {pair!r}: {key} takes true or false")
             out[key] = raw.lower() in ("1", "true", "yes", "on")
         else:
             try:
