@@ -25,6 +25,11 @@ def _images(n: int, side: int, seed: int) -> ImageDataset:
                         torch.randint(0, 2, (n,), generator=g), ("a", "b"), (0.5,), (0.25,))
 
 
+def _damped_kronecker(A: torch.Tensor, G: torch.Tensor, positions: int, damping: float, x: torch.Tensor) -> torch.Tensor:
+    """(A ⊗ G / T + γI) x for a layer's x in the [W | b] layout: what the step's solve must invert."""
+    return G @ x @ A / positions + damping * x
+
+
 def test_kfac_factors_equal_the_cross_entropy_hessian_for_one_sample():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2)).double().eval()
@@ -59,7 +64,7 @@ def test_removal_step_solves_the_damped_kronecker_system_and_applies_it():
         rhs = as_matrix(layer.weight.grad, layer.bias.grad if layer.bias is not None else None)
         if isinstance(layer, nn.Linear):  # the stationarity term: linear layers only
             rhs = rhs + wd * theta
-        applied = G @ step[layer] @ A / positions + damping * step[layer]  # (A ⊗ G / T + γI) Δθ
+        applied = _damped_kronecker(A, G, positions, damping, step[layer])
         assert torch.allclose(applied, rhs * 5 / (train_size - 5), atol=1e-10)
         start[layer] = theta
     apply_step(model, start, step, 0.5)
@@ -84,7 +89,7 @@ def test_projected_step_keeps_each_class_loss_and_is_the_nearest_such_step():
         assert abs(inner(c, kept)) < 1e-9 * _flat(c).norm() * _flat(free).norm()
     # nearest in the metric M = F + γI: M (Δ − Δ') lies in the span of the constraints
     factors = kfac_factors(model, heldout)
-    metric = {m: G @ (free[m] - kept[m]) @ A / t + 1e-2 * (free[m] - kept[m]) for m, (A, G, t) in factors.items()}
+    metric = {m: _damped_kronecker(A, G, t, 1e-2, free[m] - kept[m]) for m, (A, G, t) in factors.items()}
     basis = torch.stack([_flat(c) for c in classes], 1)
     target = _flat(metric)
     coefficients = torch.linalg.lstsq(basis, target[:, None]).solution
@@ -100,4 +105,4 @@ def test_damped_inverse_inverts_the_damped_kronecker_product():
     g = {m: torch.randn(3, 10, dtype=torch.float64) for m in factors}
     for m, (A, G, t) in factors.items():
         solved = inverse(g)[m]
-        assert torch.allclose(G @ solved @ A / t + 0.05 * solved, g[m], atol=1e-10)
+        assert torch.allclose(_damped_kronecker(A, G, t, 0.05, solved), g[m], atol=1e-10)
