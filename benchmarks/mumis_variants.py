@@ -93,6 +93,9 @@ RANDOM_VARIANTS = {  # random and sub-class forgetting (sample requests): the re
     # round 8: the same step projected so that each class's mean held-out loss is unchanged to first order (the
     # option's default since round 8)
     "newton(all_layers+class_losses)": {"method": "newton", "layers": "all"},
+    # round 9: the projection re-done at every scale of the scan (constraints on the even half of the held-out set,
+    # stop rule on the odd half)
+    "newton(all_layers+reproject)": {"method": "newton", "layers": "all", "reproject": True},
     "default+no_stop": {"fa_floor": None, "stop": "none", "max_steps": 300},
     "paper": {**P},
     "bounded": {"variant": "bounded"},

@@ -1,11 +1,15 @@
 """``newton``: its gradient, Hessian product and solver against autograd / dense algebra, the step against an exact
 retrain of a linear model, and its behaviour on a trained CNN (forget loss up, held-out accuracy kept, D_r unread)."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from mumis.errors import MumisError
+import mumis.methods.newton as newton_module
 from mumis.methods import DataRole, get_method, grant, run_method
+from mumis.methods.kfac import class_loss_gradients, inner, layer_matrix, weight_layers
 from mumis.methods.newton import ce_gradient, ce_hessian_product, conjugate_gradients, head_features, removal_step
 
 
@@ -102,8 +106,9 @@ def test_head_features_append_the_constant_feature(digits_model, digits_task):
     assert z.dtype == torch.float64 and torch.all(z[:, -1] == 1) and len(y) == 5
 
 
-def test_all_layer_newton_scans_up_to_its_stop_and_reads_only_what_it_declares(digits_model, digits_task):
-    method = get_method("newton", layers="all")
+@pytest.mark.parametrize("reproject", [False, True])
+def test_all_layer_newton_scans_up_to_its_stop_and_reads_only_what_it_declares(digits_model, digits_task, reproject):
+    method = get_method("newton", layers="all", reproject=reproject)
     members = digits_task.retain.subset(range(0, 300, 3))
     n = len(digits_task.retain) + len(digits_task.forget)
     data = grant(method, forget=members, heldout=digits_task.test, train_size=n)
@@ -111,6 +116,8 @@ def test_all_layer_newton_scans_up_to_its_stop_and_reads_only_what_it_declares(d
     assert data.reads == {"forget", "heldout"}
     info = result.info
     assert info["keep_class_losses"] is True  # the default since round 8
+    # re-projecting, the stop rule reads the odd half of the held-out set only (the constraints use the even half)
+    assert info["rule_heldout_size"] == (len(digits_task.test) // 2 if reproject else len(digits_task.test))
     scan = info["scan"]
     assert result.stop_reason in ("membership", "heldout_drop", "newton_step") and result.steps == len(scan) - 1
     scales = [row["scale"] for row in scan]
@@ -134,3 +141,51 @@ def test_all_layer_newton_scans_up_to_its_stop_and_reads_only_what_it_declares(d
 def test_newton_rejects_an_unknown_layers_option_when_it_is_built():
     with pytest.raises(MumisError, match="layers='last_two'"):
         get_method("newton", layers="last_two")
+
+
+def _members_request(digits_task):
+    members = digits_task.retain.subset(range(0, 300, 3))
+    return members, len(digits_task.retain) + len(digits_task.forget)
+
+
+def test_reprojected_path_keeps_each_class_loss_of_the_constraint_half_at_every_point(digits_model, digits_task,
+                                                                                    monkeypatch):
+    """Each increment of the re-projected scan is orthogonal to the class-loss gradients of the even held-out half
+    taken where the increment starts — not to those at the start (the path bends), not to the odd half's."""
+    members, n = _members_request(digits_task)
+    even, odd = (digits_task.test.subset(range(i, len(digits_task.test), 2)) for i in (0, 1))
+
+    def run(scales):
+        monkeypatch.setattr(newton_module, "SCALES", scales)
+        method = get_method("newton", layers="all", reproject=True, guard=False)
+        result = run_method(method, digits_model, grant(method, forget=members, heldout=digits_task.test, train_size=n), 10)
+        assert result.steps == len(scales) and result.info["step_scale"] == scales[-1]  # tiny scales: no stop
+        return result.model
+
+    points = [copy.deepcopy(digits_model).eval(), run((0.01,)), run((0.01, 0.03))]
+    thetas = [{i: layer_matrix(m) for i, m in enumerate(weight_layers(p))} for p in points]
+    for model, here, there in zip(points, thetas, thetas[1:]):
+        increment = {i: there[i] - here[i] for i in here}
+        assert _norm(increment) > 0
+
+        def cosines(half):  # |cos| between the increment and each class-loss gradient of ``half`` where it starts
+            layers = weight_layers(model)
+            gradients = [{i: c[m] for i, m in enumerate(layers)} for c in class_loss_gradients(model, half)]
+            return [abs(inner(c, increment)) / (_norm(c) * _norm(increment)) for c in gradients]
+
+        assert max(cosines(even)) < 1e-3  # held to the float32 rounding of the weights
+        assert max(cosines(odd)) > 1e-2  # the odd half (the stop rule's) is not constrained
+    # the second increment is not the first one's direction: the path bends
+    first = {i: thetas[1][i] - thetas[0][i] for i in thetas[0]}
+    second = {i: thetas[2][i] - thetas[1][i] for i in thetas[0]}
+    assert inner(first, second) / (_norm(first) * _norm(second)) < 1 - 1e-6
+
+
+def _norm(d: dict) -> float:
+    return inner(d, d) ** 0.5
+
+
+@pytest.mark.parametrize("options", [{"reproject": True}, {"reproject": True, "layers": "all", "keep_class_losses": False}])
+def test_reproject_needs_the_projected_all_layer_step(options):
+    with pytest.raises(MumisError, match="layers=all and keep_class_losses=true"):
+        get_method("newton", **options)

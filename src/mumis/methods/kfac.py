@@ -121,6 +121,27 @@ def inner(a: dict, b: dict) -> float:
     return sum(float((a[m] * b[m]).sum()) for m in a)
 
 
+def removal_direction(model: nn.Module, forget: ImageDataset, curvature: ImageDataset, train_size: int, damping: float,
+                      weight_decay: float, batch_size: int = 500) -> tuple[dict, DampedInverse]:
+    """The unprojected step of :func:`kfac_removal_step` and the damped inverse it was solved with (the re-projected
+    scan of ``newton`` projects this one direction again at every scale, in the same metric)."""
+    inverse = DampedInverse(kfac_factors(model, curvature, batch_size), damping)
+    rhs = mean_loss_gradient(model, forget, batch_size)
+    for m in rhs:
+        if isinstance(m, nn.Linear):
+            rhs[m] = rhs[m] + weight_decay * layer_matrix(m)
+    n_f = len(forget)
+    return {m: d * (n_f / (train_size - n_f)) for m, d in inverse(rhs).items()}, inverse
+
+
+def class_loss_gradients(model: nn.Module, data: ImageDataset, batch_size: int = 500) -> list[dict]:
+    """c_k = ∇ mean_{data, y = k} CE for every class k present in ``data`` (the model as it is): the constraints of
+    the projected step."""
+    labels = data.labels
+    return [mean_loss_gradient(model, data.subset(torch.nonzero(labels == k).squeeze(1)), batch_size)
+            for k in torch.unique(labels).tolist()]
+
+
 def kfac_removal_step(model: nn.Module, forget: ImageDataset, curvature: ImageDataset, train_size: int, damping: float,
                       weight_decay: float, batch_size: int = 500, keep_class_losses: bool = False) -> dict:
     """layer → Δθ_l = n_f / (n − n_f) · (F_l + γI)⁻¹ r_l, with F_l the K-FAC curvature over ``curvature`` and r_l the
@@ -137,18 +158,9 @@ def kfac_removal_step(model: nn.Module, forget: ImageDataset, curvature: ImageDa
     original does (its test accuracy per class is the same); what the unconstrained step does to them is damage
     shared by all data, not D_f's contribution (docs/mumis-variants.md, round 8).
     """
-    inverse = DampedInverse(kfac_factors(model, curvature, batch_size), damping)
-    rhs = mean_loss_gradient(model, forget, batch_size)
-    for m in rhs:
-        if isinstance(m, nn.Linear):
-            rhs[m] = rhs[m] + weight_decay * layer_matrix(m)
-    n_f = len(forget)
-    step = {m: d * (n_f / (train_size - n_f)) for m, d in inverse(rhs).items()}
+    step, inverse = removal_direction(model, forget, curvature, train_size, damping, weight_decay, batch_size)
     if keep_class_losses:
-        labels = curvature.labels
-        constraints = [mean_loss_gradient(model, curvature.subset(torch.nonzero(labels == k).squeeze(1)), batch_size)
-                       for k in torch.unique(labels).tolist()]
-        step = project_out(step, constraints, inverse)
+        step = project_out(step, class_loss_gradients(model, curvature, batch_size), inverse)
     return step
 
 
@@ -163,12 +175,17 @@ def project_out(step: dict, constraints: list[dict], inverse: DampedInverse) -> 
     return {m: d - sum(float(a) * pc[m] for a, pc in zip(coefficients, preconditioned)) for m, d in step.items()}
 
 
-@torch.no_grad()
 def apply_step(model: nn.Module, start: dict, step: dict, scale: float) -> None:
     """Set every layer of ``step`` to start + scale · Δθ (``start``: layer → its [W | b] before any step)."""
-    for m, delta in step.items():
-        theta = (start[m] + scale * delta).to(m.weight.dtype)
+    set_layers(model, {m: start[m] + scale * delta for m, delta in step.items()})
+
+
+@torch.no_grad()
+def set_layers(model: nn.Module, theta: dict) -> None:
+    """Set every layer of ``theta`` (layer → [W | b], any float dtype) as its weight and bias."""
+    for m, matrix in theta.items():
+        matrix = matrix.to(m.weight.dtype)
         if m.bias is not None:
-            m.bias.copy_(theta[:, -1])
-            theta = theta[:, :-1]
-        m.weight.copy_(theta.reshape(m.weight.shape))
+            m.bias.copy_(matrix[:, -1])
+            matrix = matrix[:, :-1]
+        m.weight.copy_(matrix.reshape(m.weight.shape))

@@ -13,7 +13,15 @@ from torch import nn
 from mumis.data import ImageDataset, iter_batches
 from mumis.errors import MumisError
 from mumis.methods.base import DataRole, GrantedData, MethodResult, UnlearningMethod
-from mumis.methods.kfac import apply_step, kfac_removal_step, layer_matrix, weight_layers
+from mumis.methods.kfac import (
+    class_loss_gradients,
+    kfac_removal_step,
+    layer_matrix,
+    project_out,
+    removal_direction,
+    set_layers,
+    weight_layers,
+)
 from mumis.methods.registry import register
 from mumis.methods.stopping import accuracy_tolerance, label_confidence, membership_threshold
 from mumis.metrics.accuracy import predict_logits
@@ -40,6 +48,11 @@ class NewtonConfig:
     # layers="all" only: project the step so that each class's mean held-out loss is unchanged to first order (the
     # part of the step that moves unseen data too is damage, not D_f's contribution; round 8). False: round 7's step.
     keep_class_losses: bool = True
+    # layers="all" with keep_class_losses only: project the step again at every scale of the scan, with the class
+    # losses' gradients at the weights reached so far (the path bends where a fixed projection stops holding); the
+    # constraints then use the even half of the held-out set and the stop rule the odd half — on the same samples
+    # the constraints would blind the accuracy guard (round 9).
+    reproject: bool = False
 
 
 # The all-layer step's scan: 2^(-k/2) from 1/64 up to the full Newton step (which collapses a ResNet: round 7)
@@ -161,6 +174,9 @@ class Newton(UnlearningMethod):
         super().__init__(config, **overrides)
         if self.config.layers not in ("head", "all"):  # at construction, like MU-Mis's options: before any data loads
             raise MumisError(f"newton: layers={self.config.layers!r} is not one of 'head', 'all'")
+        if self.config.reproject and (self.config.layers != "all" or not self.config.keep_class_losses):
+            raise MumisError("newton: reproject=True re-projects the all-layer step that keeps each class's held-out loss; "
+                             "it needs layers=all and keep_class_losses=true")
 
     def run(self, model: nn.Module, data: GrantedData, num_classes: int) -> MethodResult:
         cfg = self.config
@@ -205,42 +221,59 @@ class Newton(UnlearningMethod):
         """The K-FAC step on every conv and linear layer (methods/kfac.py), scanned up from 1/64 of it: stop at the
         first scale where a confidence attack calls as large a share of D_f as of held-out data unseen (the
         threshold t* is fixed at the start), or keep the previous scale once held-out accuracy falls by more than
-        two standard errors."""
+        two standard errors. With ``reproject`` the step is projected again at every scale (see the config)."""
         cfg = self.config
         start = {m: layer_matrix(m) for m in weight_layers(model)}
-        step = kfac_removal_step(model, data.forget, data.heldout, train_size, cfg.weight_decay, cfg.weight_decay,
-                                 cfg.batch_size, keep_class_losses=cfg.keep_class_losses)
+        heldout = data.heldout
+        if cfg.reproject:
+            constraint_set = heldout.subset(range(0, len(heldout), 2))
+            heldout = heldout.subset(range(1, len(heldout), 2))
+            step, inverse = removal_direction(model, data.forget, data.heldout, train_size, cfg.weight_decay,
+                                              cfg.weight_decay, cfg.batch_size)
+        else:
+            step = kfac_removal_step(model, data.forget, heldout, train_size, cfg.weight_decay, cfg.weight_decay,
+                                     cfg.batch_size, keep_class_losses=cfg.keep_class_losses)
+
+        def advance(position: dict, scale: float, reached: float) -> dict:
+            """The weights at ``scale``: start + scale · Δ, or, re-projecting, the last point plus the step projected
+            at it, times the distance to go."""
+            if not cfg.reproject:
+                return {m: start[m] + scale * d for m, d in step.items()}
+            increment = project_out(step, class_loss_gradients(model, constraint_set, cfg.batch_size), inverse)
+            return {m: position[m] + (scale - reached) * d for m, d in increment.items()}
 
         def measure() -> tuple[torch.Tensor, torch.Tensor, float]:
-            """True-class confidences of D_f and of the held-out set, and held-out accuracy (%)."""
-            forget, heldout = (predict_logits(model, d, cfg.batch_size) for d in (data.forget, data.heldout))
-            accuracy = 100.0 * float((heldout.argmax(1) == data.heldout.labels).double().mean())
-            return label_confidence(forget, data.forget.labels), label_confidence(heldout, data.heldout.labels), accuracy
+            """True-class confidences of D_f and of the (rule's) held-out set, and held-out accuracy (%)."""
+            forget, held = (predict_logits(model, d, cfg.batch_size) for d in (data.forget, heldout))
+            accuracy = 100.0 * float((held.argmax(1) == heldout.labels).double().mean())
+            return label_confidence(forget, data.forget.labels), label_confidence(held, heldout.labels), accuracy
 
         conf_f, conf_h, before = measure()
         threshold = membership_threshold(conf_f, conf_h)
         tolerance = accuracy_tolerance(before, len(conf_h))
         below = lambda conf: 100.0 * float((conf < threshold).double().mean())  # noqa: E731
         scan = [(0.0, before, below(conf_f), below(conf_h))]
-        chosen, reason = 0.0, "newton_step"
+        chosen, reason, accepted = 0.0, "newton_step", start
         if scan[0][2] >= scan[0][3]:  # D_f already looks unseen to the attack: nothing to do
             reason = "membership"
         else:
             for scale in SCALES:
-                apply_step(model, start, step, scale)
+                position = advance(accepted, scale, chosen)
+                set_layers(model, position)
                 conf_f, conf_h, accuracy = measure()
                 scan.append((scale, accuracy, below(conf_f), below(conf_h)))
                 if cfg.guard and accuracy < before - tolerance:
                     reason = "heldout_drop"
                     break
-                chosen = scale
+                chosen, accepted = scale, position
                 if scan[-1][2] >= scan[-1][3]:
                     reason = "membership"
                     break
-        apply_step(model, start, step, chosen)
-        info = {"layers": "all", "keep_class_losses": cfg.keep_class_losses, "step_scale": chosen, "train_size": train_size,
-                "membership_threshold": threshold,
-                "heldout_acc_before": before, "heldout_tolerance": tolerance,
+        set_layers(model, accepted)
+        info = {"layers": "all", "keep_class_losses": cfg.keep_class_losses, "reproject": cfg.reproject,
+                "step_scale": chosen, "train_size": train_size, "membership_threshold": threshold,
+                "heldout_acc_before": before, "heldout_tolerance": tolerance, "rule_heldout_size": len(heldout),
                 "step_norm": float(sum(float((d ** 2).sum()) for d in step.values()) ** 0.5),
+                "moved_norm": float(sum(float(((accepted[m] - start[m]) ** 2).sum()) for m in start) ** 0.5),
                 "scan": [dict(zip(("scale", "heldout_acc", "forget_below", "heldout_below"), row)) for row in scan]}
         return MethodResult(model=model, stop_reason=reason, steps=len(scan) - 1, info=info)
