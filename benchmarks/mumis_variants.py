@@ -96,6 +96,10 @@ RANDOM_VARIANTS = {  # random and sub-class forgetting (sample requests): the re
     # round 9: the projection re-done at every scale of the scan (constraints on the even half of the held-out set,
     # stop rule on the odd half)
     "newton(all_layers+reproject)": {"method": "newton", "layers": "all", "reproject": True},
+    # round 9: either all-layer scan also stopped once D_f's accuracy is down to held-out accuracy
+    "newton(all_layers+class_losses+match_acc)": {"method": "newton", "layers": "all", "match_accuracy": True},
+    "newton(all_layers+reproject+match_acc)": {"method": "newton", "layers": "all", "reproject": True,
+                                               "match_accuracy": True},
     "default+no_stop": {"fa_floor": None, "stop": "none", "max_steps": 300},
     "paper": {**P},
     "bounded": {"variant": "bounded"},

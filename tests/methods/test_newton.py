@@ -6,11 +6,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mumis.errors import MumisError
 import mumis.methods.newton as newton_module
+from mumis.errors import MumisError
 from mumis.methods import DataRole, get_method, grant, run_method
 from mumis.methods.kfac import class_loss_gradients, inner, layer_matrix, weight_layers
-from mumis.methods.newton import ce_gradient, ce_hessian_product, conjugate_gradients, head_features, removal_step
+from mumis.methods.newton import (
+    ce_gradient,
+    ce_hessian_product,
+    conjugate_gradients,
+    head_features,
+    removal_step,
+)
 
 
 def _problem(n=120, d=4, k=3, seed=0):
@@ -106,9 +112,10 @@ def test_head_features_append_the_constant_feature(digits_model, digits_task):
     assert z.dtype == torch.float64 and torch.all(z[:, -1] == 1) and len(y) == 5
 
 
-@pytest.mark.parametrize("reproject", [False, True])
-def test_all_layer_newton_scans_up_to_its_stop_and_reads_only_what_it_declares(digits_model, digits_task, reproject):
-    method = get_method("newton", layers="all", reproject=reproject)
+@pytest.mark.parametrize("reproject,match_accuracy", [(False, False), (True, False), (False, True)])
+def test_all_layer_newton_scans_up_to_its_stop_and_reads_only_what_it_declares(digits_model, digits_task, reproject,
+                                                                               match_accuracy):
+    method = get_method("newton", layers="all", reproject=reproject, match_accuracy=match_accuracy)
     members = digits_task.retain.subset(range(0, 300, 3))
     n = len(digits_task.retain) + len(digits_task.forget)
     data = grant(method, forget=members, heldout=digits_task.test, train_size=n)
@@ -119,14 +126,18 @@ def test_all_layer_newton_scans_up_to_its_stop_and_reads_only_what_it_declares(d
     # re-projecting, the stop rule reads the odd half of the held-out set only (the constraints use the even half)
     assert info["rule_heldout_size"] == (len(digits_task.test) // 2 if reproject else len(digits_task.test))
     scan = info["scan"]
-    assert result.stop_reason in ("membership", "heldout_drop", "newton_step") and result.steps == len(scan) - 1
+    assert result.stop_reason in ("membership", "heldout_drop", "newton_step", "forget_accuracy")
+    assert result.steps == len(scan) - 1 and (result.stop_reason == "forget_accuracy") <= match_accuracy
     scales = [row["scale"] for row in scan]
     assert scales == sorted(scales) and info["step_scale"] in scales
     before = scan[0]["heldout_acc"]
     # every scale before the last was within the guard and not yet at the membership target
     for row in scan[1:-1]:
         assert row["heldout_acc"] >= before - info["heldout_tolerance"] and row["forget_below"] < row["heldout_below"]
+        assert not match_accuracy or row["forget_acc"] > row["heldout_acc"]
     last = scan[-1]
+    if result.stop_reason == "forget_accuracy":
+        assert last["forget_acc"] <= last["heldout_acc"] and info["step_scale"] == last["scale"]
     if result.stop_reason == "membership":
         assert last["forget_below"] >= last["heldout_below"] and info["step_scale"] == last["scale"]
     if result.stop_reason == "heldout_drop":
@@ -185,7 +196,11 @@ def _norm(d: dict) -> float:
     return inner(d, d) ** 0.5
 
 
-@pytest.mark.parametrize("options", [{"reproject": True}, {"reproject": True, "layers": "all", "keep_class_losses": False}])
-def test_reproject_needs_the_projected_all_layer_step(options):
-    with pytest.raises(MumisError, match="layers=all and keep_class_losses=true"):
+@pytest.mark.parametrize("options,message", [
+    ({"reproject": True}, "layers=all and keep_class_losses=true"),
+    ({"reproject": True, "layers": "all", "keep_class_losses": False}, "layers=all and keep_class_losses=true"),
+    ({"match_accuracy": True}, "needs layers=all"),
+])
+def test_all_layer_options_are_refused_without_the_all_layer_step(options, message):
+    with pytest.raises(MumisError, match=message):
         get_method("newton", **options)

@@ -53,6 +53,9 @@ class NewtonConfig:
     # constraints then use the even half of the held-out set and the stop rule the odd half — on the same samples
     # the constraints would blind the accuracy guard (round 9).
     reproject: bool = False
+    # layers="all" only: also stop the scan at the first scale where D_f's accuracy is no higher than held-out
+    # accuracy (a retrained model classifies D_f like any unseen data; round 9). False: the membership rule alone.
+    match_accuracy: bool = False
 
 
 # The all-layer step's scan: 2^(-k/2) from 1/64 up to the full Newton step (which collapses a ResNet: round 7)
@@ -177,6 +180,9 @@ class Newton(UnlearningMethod):
         if self.config.reproject and (self.config.layers != "all" or not self.config.keep_class_losses):
             raise MumisError("newton: reproject=True re-projects the all-layer step that keeps each class's held-out loss; "
                              "it needs layers=all and keep_class_losses=true")
+        if self.config.match_accuracy and self.config.layers != "all":
+            raise MumisError("newton: match_accuracy=True is a stop rule of the all-layer scan; it needs layers=all "
+                             "(the head-only step takes one step, no scan)")
 
     def run(self, model: nn.Module, data: GrantedData, num_classes: int) -> MethodResult:
         cfg = self.config
@@ -242,38 +248,51 @@ class Newton(UnlearningMethod):
             increment = project_out(step, class_loss_gradients(model, constraint_set, cfg.batch_size), inverse)
             return {m: position[m] + (scale - reached) * d for m, d in increment.items()}
 
-        def measure() -> tuple[torch.Tensor, torch.Tensor, float]:
-            """True-class confidences of D_f and of the (rule's) held-out set, and held-out accuracy (%)."""
+        def measure() -> tuple[torch.Tensor, torch.Tensor, float, float]:
+            """True-class confidences of D_f and of the (rule's) held-out set, held-out and D_f accuracy (%)."""
             forget, held = (predict_logits(model, d, cfg.batch_size) for d in (data.forget, heldout))
             accuracy = 100.0 * float((held.argmax(1) == heldout.labels).double().mean())
-            return label_confidence(forget, data.forget.labels), label_confidence(held, heldout.labels), accuracy
+            forget_accuracy = 100.0 * float((forget.argmax(1) == data.forget.labels).double().mean())
+            return (label_confidence(forget, data.forget.labels), label_confidence(held, heldout.labels), accuracy,
+                    forget_accuracy)
 
-        conf_f, conf_h, before = measure()
+        conf_f, conf_h, before, forget_accuracy = measure()
         threshold = membership_threshold(conf_f, conf_h)
         tolerance = accuracy_tolerance(before, len(conf_h))
         below = lambda conf: 100.0 * float((conf < threshold).double().mean())  # noqa: E731
-        scan = [(0.0, before, below(conf_f), below(conf_h))]
+
+        def looks_unseen() -> Optional[str]:
+            """Why D_f now looks like unseen data (the scan's last row), or None."""
+            _, accuracy, forget_below, heldout_below, forget_acc = scan[-1]
+            if forget_below >= heldout_below:
+                return "membership"
+            if cfg.match_accuracy and forget_acc <= accuracy:
+                return "forget_accuracy"
+            return None
+
+        scan = [(0.0, before, below(conf_f), below(conf_h), forget_accuracy)]
         chosen, reason, accepted = 0.0, "newton_step", start
-        if scan[0][2] >= scan[0][3]:  # D_f already looks unseen to the attack: nothing to do
-            reason = "membership"
+        if looks_unseen():  # D_f already looks unseen: nothing to do
+            reason = looks_unseen()
         else:
             for scale in SCALES:
                 position = advance(accepted, scale, chosen)
                 set_layers(model, position)
-                conf_f, conf_h, accuracy = measure()
-                scan.append((scale, accuracy, below(conf_f), below(conf_h)))
+                conf_f, conf_h, accuracy, forget_accuracy = measure()
+                scan.append((scale, accuracy, below(conf_f), below(conf_h), forget_accuracy))
                 if cfg.guard and accuracy < before - tolerance:
                     reason = "heldout_drop"
                     break
                 chosen, accepted = scale, position
-                if scan[-1][2] >= scan[-1][3]:
-                    reason = "membership"
+                if looks_unseen():
+                    reason = looks_unseen()
                     break
         set_layers(model, accepted)
         info = {"layers": "all", "keep_class_losses": cfg.keep_class_losses, "reproject": cfg.reproject,
+                "match_accuracy": cfg.match_accuracy,
                 "step_scale": chosen, "train_size": train_size, "membership_threshold": threshold,
                 "heldout_acc_before": before, "heldout_tolerance": tolerance, "rule_heldout_size": len(heldout),
                 "step_norm": float(sum(float((d ** 2).sum()) for d in step.values()) ** 0.5),
                 "moved_norm": float(sum(float(((accepted[m] - start[m]) ** 2).sum()) for m in start) ** 0.5),
-                "scan": [dict(zip(("scale", "heldout_acc", "forget_below", "heldout_below"), row)) for row in scan]}
+                "scan": [dict(zip(("scale", "heldout_acc", "forget_below", "heldout_below", "forget_acc"), row)) for row in scan]}
         return MethodResult(model=model, stop_reason=reason, steps=len(scan) - 1, info=info)
