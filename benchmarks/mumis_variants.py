@@ -89,15 +89,16 @@ RANDOM_VARIANTS = {  # random and sub-class forgetting (sample requests): the re
     "newton(2wd)": {"method": "newton", "weight_decay": 1e-3},
     # round 7: the K-FAC step on every conv/linear layer, scanned up from 1/64 until the membership rule or the
     # held-out guard stops it (newton's layers="all")
-    "newton(all_layers)": {"method": "newton", "layers": "all", "keep_class_losses": False},
-    # round 8: the same step projected so that each class's mean held-out loss is unchanged to first order (the
-    # option's default since round 8)
-    "newton(all_layers+class_losses)": {"method": "newton", "layers": "all"},
+    "newton(all_layers)": {"method": "newton", "layers": "all", "keep_class_losses": False, "match_accuracy": False},
+    # round 8: the same step projected so that each class's mean held-out loss is unchanged to first order
+    "newton(all_layers+class_losses)": {"method": "newton", "layers": "all", "reproject": False, "match_accuracy": False},
     # round 9: the projection re-done at every scale of the scan (constraints on the even half of the held-out set,
     # stop rule on the odd half)
-    "newton(all_layers+reproject)": {"method": "newton", "layers": "all", "reproject": True},
-    # round 9: either all-layer scan also stopped once D_f's accuracy is down to held-out accuracy
-    "newton(all_layers+class_losses+match_acc)": {"method": "newton", "layers": "all", "match_accuracy": True},
+    "newton(all_layers+reproject)": {"method": "newton", "layers": "all", "reproject": True, "match_accuracy": False},
+    # round 9: either all-layer scan also stopped once D_f's accuracy is down to held-out accuracy; the second is
+    # layers="all"'s default since round 9
+    "newton(all_layers+class_losses+match_acc)": {"method": "newton", "layers": "all", "reproject": False,
+                                                  "match_accuracy": True},
     "newton(all_layers+reproject+match_acc)": {"method": "newton", "layers": "all", "reproject": True,
                                                "match_accuracy": True},
     "default+no_stop": {"fa_floor": None, "stop": "none", "max_steps": 300},
@@ -131,6 +132,7 @@ _RANDOM_STUDY = ["default(samples)", "default+no_stop", "paper", "bounded", "bou
                  "head+scaled_lr+heldout", "head+bounded+scaled_lr+plateau"]
 _DEFAULT = ["default", "default+300steps"]
 _SAMPLES = ["default(samples)", "paper"]  # sample requests: the default (held-out stop) against the paper's method
+_ROUND9 = ["newton(all_layers+reproject)", "newton(all_layers+class_losses+match_acc)", "newton(all_layers+reproject+match_acc)"]
 # Everything results/mumis_variants.jsonl holds: (datasets, models, tasks, seeds, variant labels). Running the script
 # with no selection works through this plan (a rerun computes only the rows the output file does not have yet).
 PLAN = (
@@ -171,6 +173,11 @@ PLAN = (
      ["newton(all_layers+class_losses)"]),
     (["fashion_mnist"], ["small_cnn"], ["sub_class", "random"], [0, 1, 2], ["newton(all_layers+class_losses)"]),
     (["fashion_mnist"], ["resnet_small"], ["sub_class"], [0, 1, 2], ["newton(all_layers+class_losses)"]),
+    # round 9: the re-projected scan and the forget-accuracy stop, on the same cells (Fashion-MNIST × resnet_small
+    # random: results/fashion_mnist_resnet_small_random_cpu.jsonl, CPU references)
+    (["mnist5k"], ["small_cnn", "resnet_small", "resnet_wide"], ["sub_class", "random"], [0, 1, 2], _ROUND9),
+    (["fashion_mnist"], ["small_cnn"], ["sub_class", "random"], [0, 1, 2], _ROUND9),
+    (["fashion_mnist"], ["resnet_small"], ["sub_class"], [0, 1, 2], _ROUND9),
 )
 
 

@@ -112,7 +112,7 @@ def test_head_features_append_the_constant_feature(digits_model, digits_task):
     assert z.dtype == torch.float64 and torch.all(z[:, -1] == 1) and len(y) == 5
 
 
-@pytest.mark.parametrize("reproject,match_accuracy", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("reproject,match_accuracy", [(False, False), (True, False), (False, True), (None, None)])
 def test_all_layer_newton_scans_up_to_its_stop_and_reads_only_what_it_declares(digits_model, digits_task, reproject,
                                                                                match_accuracy):
     method = get_method("newton", layers="all", reproject=reproject, match_accuracy=match_accuracy)
@@ -123,6 +123,9 @@ def test_all_layer_newton_scans_up_to_its_stop_and_reads_only_what_it_declares(d
     assert data.reads == {"forget", "heldout"}
     info = result.info
     assert info["keep_class_losses"] is True  # the default since round 8
+    if reproject is None:  # round 9's defaults: both on
+        reproject = match_accuracy = True
+    assert (info["reproject"], info["match_accuracy"]) == (reproject, match_accuracy)
     # re-projecting, the stop rule reads the odd half of the held-out set only (the constraints use the even half)
     assert info["rule_heldout_size"] == (len(digits_task.test) // 2 if reproject else len(digits_task.test))
     scan = info["scan"]
@@ -204,3 +207,11 @@ def _norm(d: dict) -> float:
 def test_all_layer_options_are_refused_without_the_all_layer_step(options, message):
     with pytest.raises(MumisError, match=message):
         get_method("newton", **options)
+
+
+def test_reprojecting_on_a_one_sample_heldout_set_says_what_to_do(digits_model, digits_task):
+    members, n = _members_request(digits_task)
+    method = get_method("newton", layers="all")
+    data = grant(method, forget=members, heldout=digits_task.test.subset([0]), train_size=n)
+    with pytest.raises(MumisError, match="reproject=false"):
+        run_method(method, digits_model, data, 10)

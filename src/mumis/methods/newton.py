@@ -51,11 +51,12 @@ class NewtonConfig:
     # layers="all" with keep_class_losses only: project the step again at every scale of the scan, with the class
     # losses' gradients at the weights reached so far (the path bends where a fixed projection stops holding); the
     # constraints then use the even half of the held-out set and the stop rule the odd half — on the same samples
-    # the constraints would blind the accuracy guard (round 9).
-    reproject: bool = False
+    # the constraints would blind the accuracy guard (round 9). None: True when the step keeps the class losses.
+    reproject: Optional[bool] = None
     # layers="all" only: also stop the scan at the first scale where D_f's accuracy is no higher than held-out
-    # accuracy (a retrained model classifies D_f like any unseen data; round 9). False: the membership rule alone.
-    match_accuracy: bool = False
+    # accuracy (a retrained model classifies D_f like any unseen data; round 9). False: the membership rule alone
+    # (round 8). None: True with layers="all".
+    match_accuracy: Optional[bool] = None
 
 
 # The all-layer step's scan: 2^(-k/2) from 1/64 up to the full Newton step (which collapses a ResNet: round 7)
@@ -165,8 +166,11 @@ class Newton(UnlearningMethod):
       class's mean held-out loss does not move to first order. The full step collapses a ResNet — even with D_r's
       own curvature — so it is scanned up from 1/64 of it in steps of √2 and stops at the first scale where the
       one-threshold confidence attack (threshold fixed at the start from D_f vs held-out) calls as large a share of
-      D_f as of held-out data unseen (``stop_reason="membership"``), or keeps the previous scale once held-out
-      accuracy falls by more than two standard errors (``"heldout_drop"``).
+      D_f as of held-out data unseen (``stop_reason="membership"``), once D_f's accuracy is no higher than held-out
+      accuracy (``"forget_accuracy"``, ``match_accuracy``, round 9), or keeps the previous scale once held-out
+      accuracy falls by more than two standard errors (``"heldout_drop"``). Since round 9 the projection is redone
+      at every scale (``reproject``): the class-loss constraints from the even half of the held-out set, at the
+      weights reached so far, and the stop rule on the odd half.
     """
 
     name = "newton"
@@ -177,12 +181,24 @@ class Newton(UnlearningMethod):
         super().__init__(config, **overrides)
         if self.config.layers not in ("head", "all"):  # at construction, like MU-Mis's options: before any data loads
             raise MumisError(f"newton: layers={self.config.layers!r} is not one of 'head', 'all'")
-        if self.config.reproject and (self.config.layers != "all" or not self.config.keep_class_losses):
+        cfg = self.config
+        if cfg.reproject and (cfg.layers != "all" or not cfg.keep_class_losses):
             raise MumisError("newton: reproject=True re-projects the all-layer step that keeps each class's held-out loss; "
                              "it needs layers=all and keep_class_losses=true")
-        if self.config.match_accuracy and self.config.layers != "all":
+        if cfg.match_accuracy and cfg.layers != "all":
             raise MumisError("newton: match_accuracy=True is a stop rule of the all-layer scan; it needs layers=all "
                              "(the head-only step takes one step, no scan)")
+
+    @property
+    def reproject(self) -> bool:
+        """The config's ``reproject`` with its default resolved (on for the class-loss-keeping all-layer step)."""
+        cfg = self.config
+        return cfg.reproject if cfg.reproject is not None else (cfg.layers == "all" and cfg.keep_class_losses)
+
+    @property
+    def match_accuracy(self) -> bool:
+        """The config's ``match_accuracy`` with its default resolved (on for the all-layer scan)."""
+        return self.config.match_accuracy if self.config.match_accuracy is not None else self.config.layers == "all"
 
     def run(self, model: nn.Module, data: GrantedData, num_classes: int) -> MethodResult:
         cfg = self.config
@@ -231,7 +247,10 @@ class Newton(UnlearningMethod):
         cfg = self.config
         start = {m: layer_matrix(m) for m in weight_layers(model)}
         heldout = data.heldout
-        if cfg.reproject:
+        if self.reproject:
+            if len(heldout) < 2:
+                raise MumisError(f"newton: reproject splits the held-out set in two (constraints, stop rule) and needs at "
+                                 f"least 2 samples, got {len(heldout)}; pass a larger held-out set or reproject=false")
             constraint_set = heldout.subset(range(0, len(heldout), 2))
             heldout = heldout.subset(range(1, len(heldout), 2))
             step, inverse = removal_direction(model, data.forget, data.heldout, train_size, cfg.weight_decay,
@@ -243,7 +262,7 @@ class Newton(UnlearningMethod):
         def advance(position: dict, scale: float, reached: float) -> dict:
             """The weights at ``scale``: start + scale · Δ, or, re-projecting, the last point plus the step projected
             at it, times the distance to go."""
-            if not cfg.reproject:
+            if not self.reproject:
                 return {m: start[m] + scale * d for m, d in step.items()}
             increment = project_out(step, class_loss_gradients(model, constraint_set, cfg.batch_size), inverse)
             return {m: position[m] + (scale - reached) * d for m, d in increment.items()}
@@ -266,7 +285,7 @@ class Newton(UnlearningMethod):
             _, accuracy, forget_below, heldout_below, forget_acc = scan[-1]
             if forget_below >= heldout_below:
                 return "membership"
-            if cfg.match_accuracy and forget_acc <= accuracy:
+            if self.match_accuracy and forget_acc <= accuracy:
                 return "forget_accuracy"
             return None
 
@@ -288,8 +307,8 @@ class Newton(UnlearningMethod):
                     reason = looks_unseen()
                     break
         set_layers(model, accepted)
-        info = {"layers": "all", "keep_class_losses": cfg.keep_class_losses, "reproject": cfg.reproject,
-                "match_accuracy": cfg.match_accuracy,
+        info = {"layers": "all", "keep_class_losses": cfg.keep_class_losses, "reproject": self.reproject,
+                "match_accuracy": self.match_accuracy,
                 "step_scale": chosen, "train_size": train_size, "membership_threshold": threshold,
                 "heldout_acc_before": before, "heldout_tolerance": tolerance, "rule_heldout_size": len(heldout),
                 "step_norm": float(sum(float((d ** 2).sum()) for d in step.values()) ** 0.5),
