@@ -101,6 +101,9 @@ RANDOM_VARIANTS = {  # random and sub-class forgetting (sample requests): the re
                                                   "match_accuracy": True},
     "newton(all_layers+reproject+match_acc)": {"method": "newton", "layers": "all", "reproject": True,
                                                "match_accuracy": True},
+    # round 9: the same on a finer scan (2^(1/4) apart instead of √2)
+    "newton(all_layers+reproject+match_acc+fine)": {"method": "newton", "layers": "all", "reproject": True,
+                                                    "match_accuracy": True, "scan_resolution": 4},
     "default+no_stop": {"fa_floor": None, "stop": "none", "max_steps": 300},
     "paper": {**P},
     "bounded": {"variant": "bounded"},
@@ -178,6 +181,8 @@ PLAN = (
     (["mnist5k"], ["small_cnn", "resnet_small", "resnet_wide"], ["sub_class", "random"], [0, 1, 2], _ROUND9),
     (["fashion_mnist"], ["small_cnn"], ["sub_class", "random"], [0, 1, 2], _ROUND9),
     (["fashion_mnist"], ["resnet_small"], ["sub_class"], [0, 1, 2], _ROUND9),
+    (["mnist5k"], ["small_cnn", "resnet_small", "resnet_wide"], ["random"], [0, 1, 2],
+     ["newton(all_layers+reproject+match_acc+fine)"]),
 )
 
 

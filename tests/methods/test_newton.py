@@ -16,6 +16,7 @@ from mumis.methods.newton import (
     conjugate_gradients,
     head_features,
     removal_step,
+    scan_scales,
 )
 
 
@@ -170,7 +171,7 @@ def test_reprojected_path_keeps_each_class_loss_of_the_constraint_half_at_every_
     even, odd = (digits_task.test.subset(range(i, len(digits_task.test), 2)) for i in (0, 1))
 
     def run(scales):
-        monkeypatch.setattr(newton_module, "SCALES", scales)
+        monkeypatch.setattr(newton_module, "scan_scales", lambda _: scales)
         method = get_method("newton", layers="all", reproject=True, guard=False)
         result = run_method(method, digits_model, grant(method, forget=members, heldout=digits_task.test, train_size=n), 10)
         assert result.steps == len(scales) and result.info["step_scale"] == scales[-1]  # tiny scales: no stop
@@ -215,3 +216,12 @@ def test_reprojecting_on_a_one_sample_heldout_set_says_what_to_do(digits_model, 
     data = grant(method, forget=members, heldout=digits_task.test.subset([0]), train_size=n)
     with pytest.raises(MumisError, match="reproject=false"):
         run_method(method, digits_model, data, 10)
+
+
+def test_scan_scales_run_from_a_64th_to_the_full_step_at_the_chosen_resolution():
+    coarse, fine = scan_scales(2), scan_scales(4)
+    assert len(coarse) == 13 and len(fine) == 25 and coarse[0] == fine[0] == 1 / 64 and coarse[-1] == fine[-1] == 1.0
+    for scales, ratio in ((coarse, 2 ** 0.5), (fine, 2 ** 0.25)):
+        assert all(abs(b / a - ratio) < 1e-12 for a, b in zip(scales, scales[1:]))
+    with pytest.raises(MumisError, match="scan_resolution=0"):
+        get_method("newton", layers="all", scan_resolution=0)

@@ -43,7 +43,7 @@ class NewtonConfig:
     batch_size: int = 512  # feature extraction only
     guard: bool = True  # halve the step (≤ 5 times) while held-out accuracy falls by more than two standard errors
     # "head": the exact step on the classifier layer (above). "all": a K-FAC step on every conv and linear layer,
-    # taken only as far as a scan over SCALES allows (see Newton); for ResNets that memorise D_f in the features.
+    # taken only as far as a scan over scan_scales() allows (see Newton); for ResNets that memorise D_f in the features.
     layers: str = "head"
     # layers="all" only: project the step so that each class's mean held-out loss is unchanged to first order (the
     # part of the step that moves unseen data too is damage, not D_f's contribution; round 8). False: round 7's step.
@@ -57,10 +57,15 @@ class NewtonConfig:
     # accuracy (a retrained model classifies D_f like any unseen data; round 9). False: the membership rule alone
     # (round 8). None: True with layers="all".
     match_accuracy: Optional[bool] = None
+    # layers="all" only: scales per doubling of the step in the scan from 1/64 to 1 (2: √2 apart, 13 scales; 4: 25).
+    # A finer scan stops nearer to where the guard or the rule is crossed, for up to twice the scan's time (round 9).
+    scan_resolution: int = 2
 
 
-# The all-layer step's scan: 2^(-k/2) from 1/64 up to the full Newton step (which collapses a ResNet: round 7)
-SCALES = tuple(2.0 ** (-k / 2) for k in range(12, -1, -1))
+def scan_scales(per_doubling: int) -> tuple[float, ...]:
+    """The all-layer step's scan: 2^(-k/per_doubling) from 1/64 up to the full Newton step (which collapses a
+    ResNet: round 7)."""
+    return tuple(2.0 ** (-k / per_doubling) for k in range(6 * per_doubling, -1, -1))
 
 
 @torch.no_grad()
@@ -185,6 +190,8 @@ class Newton(UnlearningMethod):
         if cfg.reproject and (cfg.layers != "all" or not cfg.keep_class_losses):
             raise MumisError("newton: reproject=True re-projects the all-layer step that keeps each class's held-out loss; "
                              "it needs layers=all and keep_class_losses=true")
+        if cfg.scan_resolution < 1:
+            raise MumisError(f"newton: scan_resolution={cfg.scan_resolution} must be at least 1 (scales per doubling)")
         if cfg.match_accuracy and cfg.layers != "all":
             raise MumisError("newton: match_accuracy=True is a stop rule of the all-layer scan; it needs layers=all "
                              "(the head-only step takes one step, no scan)")
@@ -294,7 +301,7 @@ class Newton(UnlearningMethod):
         if looks_unseen():  # D_f already looks unseen: nothing to do
             reason = looks_unseen()
         else:
-            for scale in SCALES:
+            for scale in scan_scales(cfg.scan_resolution):
                 position = advance(accepted, scale, chosen)
                 set_layers(model, position)
                 conf_f, conf_h, accuracy, forget_accuracy = measure()
