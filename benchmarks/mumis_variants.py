@@ -135,7 +135,8 @@ _RANDOM_STUDY = ["default(samples)", "default+no_stop", "paper", "bounded", "bou
                  "head+scaled_lr+heldout", "head+bounded+scaled_lr+plateau"]
 _DEFAULT = ["default", "default+300steps"]
 _SAMPLES = ["default(samples)", "paper"]  # sample requests: the default (held-out stop) against the paper's method
-_ROUND9 = ["newton(all_layers+reproject)", "newton(all_layers+class_losses+match_acc)", "newton(all_layers+reproject+match_acc)"]
+_ROUND9 = ["newton(all_layers+reproject)", "newton(all_layers+class_losses+match_acc)", "newton(all_layers+reproject+match_acc)",
+           "newton(all_layers+reproject+match_acc+fine)"]
 # Everything results/mumis_variants.jsonl holds: (datasets, models, tasks, seeds, variant labels). Running the script
 # with no selection works through this plan (a rerun computes only the rows the output file does not have yet).
 PLAN = (
@@ -181,8 +182,6 @@ PLAN = (
     (["mnist5k"], ["small_cnn", "resnet_small", "resnet_wide"], ["sub_class", "random"], [0, 1, 2], _ROUND9),
     (["fashion_mnist"], ["small_cnn"], ["sub_class", "random"], [0, 1, 2], _ROUND9),
     (["fashion_mnist"], ["resnet_small"], ["sub_class"], [0, 1, 2], _ROUND9),
-    (["mnist5k"], ["small_cnn", "resnet_small", "resnet_wide"], ["random"], [0, 1, 2],
-     ["newton(all_layers+reproject+match_acc+fine)"]),
 )
 
 
