@@ -78,11 +78,16 @@ def test_removal_step_lands_on_the_retrained_optimum_when_the_curvature_is_the_r
         removal_step(theta_d, z[forget], y[forget], z[keep], 40, wd)
 
 
+def _members_request(digits_task):
+    """100 training samples as the request, and the training-set size (D_r + D_f)."""
+    members = digits_task.retain.subset(range(0, 300, 3))
+    return members, len(digits_task.retain) + len(digits_task.forget)
+
+
 def test_newton_raises_forget_loss_keeps_heldout_accuracy_and_reads_only_what_it_declares(digits_model, digits_task):
     method = get_method("newton")
     assert method.needs == {DataRole.FORGET, DataRole.HELDOUT} and method.retain_free
-    members = digits_task.retain.subset(range(0, 300, 3))  # 100 training samples as the request
-    n = len(digits_task.retain) + len(digits_task.forget)
+    members, n = _members_request(digits_task)
     data = grant(method, forget=members, heldout=digits_task.test, train_size=n)
     result = run_method(method, digits_model, data, 10)
     assert data.reads == {"forget", "heldout"}
@@ -117,8 +122,7 @@ def test_head_features_append_the_constant_feature(digits_model, digits_task):
 def test_all_layer_newton_scans_up_to_its_stop_and_reads_only_what_it_declares(digits_model, digits_task, reproject,
                                                                                match_accuracy):
     method = get_method("newton", layers="all", reproject=reproject, match_accuracy=match_accuracy)
-    members = digits_task.retain.subset(range(0, 300, 3))
-    n = len(digits_task.retain) + len(digits_task.forget)
+    members, n = _members_request(digits_task)
     data = grant(method, forget=members, heldout=digits_task.test, train_size=n)
     result = run_method(method, digits_model, data, 10)
     assert data.reads == {"forget", "heldout"}
@@ -156,11 +160,6 @@ def test_all_layer_newton_scans_up_to_its_stop_and_reads_only_what_it_declares(d
 def test_newton_rejects_an_unknown_layers_option_when_it_is_built():
     with pytest.raises(MumisError, match="layers='last_two'"):
         get_method("newton", layers="last_two")
-
-
-def _members_request(digits_task):
-    members = digits_task.retain.subset(range(0, 300, 3))
-    return members, len(digits_task.retain) + len(digits_task.forget)
 
 
 def test_reprojected_path_keeps_each_class_loss_of_the_constraint_half_at_every_point(digits_model, digits_task,
