@@ -138,8 +138,12 @@ def removal_step(theta: torch.Tensor, z_forget: torch.Tensor, y_forget: torch.Te
                   "theta_norm": float(theta.norm())}
 
 
+def _logit_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return 100.0 * float((logits.argmax(1) == labels).double().mean())
+
+
 def _accuracy(theta: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> float:
-    return 100.0 * float(((z @ theta.T).argmax(1) == y).double().mean())
+    return _logit_accuracy(z @ theta.T, y)
 
 
 def _losses(theta: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -249,8 +253,9 @@ class Newton(UnlearningMethod):
     def _all_layers(self, model: nn.Module, data: GrantedData, train_size: int) -> MethodResult:
         """The K-FAC step on every conv and linear layer (methods/kfac.py), scanned up from 1/64 of it: stop at the
         first scale where a confidence attack calls as large a share of D_f as of held-out data unseen (the
-        threshold t* is fixed at the start), or keep the previous scale once held-out accuracy falls by more than
-        two standard errors. With ``reproject`` the step is projected again at every scale (see the config)."""
+        threshold t* is fixed at the start) or, with ``match_accuracy``, where D_f's accuracy is down to held-out
+        accuracy; keep the previous scale once held-out accuracy falls by more than two standard errors. With
+        ``reproject`` the step is projected again at every scale (see the config)."""
         cfg = self.config
         start = {m: layer_matrix(m) for m in weight_layers(model)}
         heldout = data.heldout
@@ -277,10 +282,8 @@ class Newton(UnlearningMethod):
         def measure() -> tuple[torch.Tensor, torch.Tensor, float, float]:
             """True-class confidences of D_f and of the (rule's) held-out set, held-out and D_f accuracy (%)."""
             forget, held = (predict_logits(model, d, cfg.batch_size) for d in (data.forget, heldout))
-            accuracy = 100.0 * float((held.argmax(1) == heldout.labels).double().mean())
-            forget_accuracy = 100.0 * float((forget.argmax(1) == data.forget.labels).double().mean())
-            return (label_confidence(forget, data.forget.labels), label_confidence(held, heldout.labels), accuracy,
-                    forget_accuracy)
+            return (label_confidence(forget, data.forget.labels), label_confidence(held, heldout.labels),
+                    _logit_accuracy(held, heldout.labels), _logit_accuracy(forget, data.forget.labels))
 
         conf_f, conf_h, before, forget_accuracy = measure()
         threshold = membership_threshold(conf_f, conf_h)
@@ -298,8 +301,8 @@ class Newton(UnlearningMethod):
 
         scan = [(0.0, before, below(conf_f), below(conf_h), forget_accuracy)]
         chosen, reason, accepted = 0.0, "newton_step", start
-        if looks_unseen():  # D_f already looks unseen: nothing to do
-            reason = looks_unseen()
+        if why := looks_unseen():  # D_f already looks unseen: nothing to do
+            reason = why
         else:
             for scale in scan_scales(cfg.scan_resolution):
                 position = advance(accepted, scale, chosen)
@@ -310,8 +313,8 @@ class Newton(UnlearningMethod):
                     reason = "heldout_drop"
                     break
                 chosen, accepted = scale, position
-                if looks_unseen():
-                    reason = looks_unseen()
+                if why := looks_unseen():
+                    reason = why
                     break
         set_layers(model, accepted)
         info = {"layers": "all", "keep_class_losses": cfg.keep_class_losses, "reproject": self.reproject,
