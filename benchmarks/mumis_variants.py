@@ -100,10 +100,13 @@ RANDOM_VARIANTS = {  # random and sub-class forgetting (sample requests): the re
     "newton(all_layers+class_losses+match_acc)": {"method": "newton", "layers": "all", "reproject": False,
                                                   "match_accuracy": True},
     "newton(all_layers+reproject+match_acc)": {"method": "newton", "layers": "all", "reproject": True,
-                                               "match_accuracy": True},
+                                               "match_accuracy": True, "curvature": "kfac"},
     # round 9: the same on a finer scan (2^(1/4) apart instead of √2)
     "newton(all_layers+reproject+match_acc+fine)": {"method": "newton", "layers": "all", "reproject": True,
                                                     "match_accuracy": True, "scan_resolution": 4},
+    # round 10: the default with EK-FAC curvature (K-FAC's eigenvectors, each eigen-direction's curvature refit)
+    "newton(all_layers+reproject+match_acc+ekfac)": {"method": "newton", "layers": "all", "reproject": True,
+                                                     "match_accuracy": True, "curvature": "ekfac"},
     "default+no_stop": {"fa_floor": None, "stop": "none", "max_steps": 300},
     "paper": {**P},
     "bounded": {"variant": "bounded"},

@@ -47,41 +47,88 @@ def _input_rows(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def kfac_factors(model: nn.Module, data: ImageDataset, batch_size: int = 500) -> dict:
-    """layer → (A, G, T) over ``data`` (module docstring), in float64; the model as it is (eval mode expected)."""
+def _predictive_backwards(model: nn.Module, data: ImageDataset, batch_size: int, on_batch, on_class) -> None:
+    """The loop both curvatures share: for every batch, ``on_batch(layer inputs)`` once, then one backward per class k
+    of √p_k · CE(·, k) (the exact expectation over the model's predictive distribution) and ``on_class(layer inputs,
+    output gradients)`` for each. Inputs and gradients: layer → tensor, float64, eval mode expected."""
     layers = weight_layers(model)
-    inputs, grads, positions = {}, {}, {}
+    inputs, grads = {}, {}
 
     def record(layer, args, output):  # the layer's input now, the gradient at its output during the backward
         inputs[layer] = args[0].detach()
-        positions[layer] = output.shape[2] * output.shape[3] if output.dim() == 4 else 1
         output.register_hook(lambda g: grads.__setitem__(layer, g.detach()))
 
-    A = {m: 0.0 for m in layers}
-    G = {m: 0.0 for m in layers}
     hooks = [m.register_forward_hook(record) for m in layers]
     try:
         for x, _ in iter_batches(data, batch_size):
             with torch.enable_grad():
                 logits = model(x.to(device(), next(model.parameters()).dtype))
                 prob = torch.softmax(logits.detach().double(), 1)
-                for m in layers:
-                    rows = _input_rows(m, inputs[m]).double()
-                    A[m] = A[m] + rows.T @ rows
+                on_batch(inputs)
                 for k in range(logits.shape[1]):
                     labels = torch.full((len(logits),), k, device=logits.device)
                     loss = (prob[:, k].sqrt().to(logits.dtype) * F.cross_entropy(logits, labels, reduction="none")).sum()
                     model.zero_grad(set_to_none=True)
                     loss.backward(retain_graph=k < logits.shape[1] - 1)
-                    for m in layers:
-                        g = grads[m]
-                        g = (g.permute(0, 2, 3, 1).reshape(-1, g.shape[1]) if g.dim() == 4 else g).double()
-                        G[m] = G[m] + g.T @ g
+                    on_class(inputs, grads)
     finally:
         for h in hooks:
             h.remove()
         model.zero_grad(set_to_none=True)
+
+
+def _output_rows(g: torch.Tensor) -> torch.Tensor:
+    """Output gradients as rows (N·T × out), the layout of :func:`_input_rows`."""
+    return (g.permute(0, 2, 3, 1).reshape(-1, g.shape[1]) if g.dim() == 4 else g).double()
+
+
+def kfac_factors(model: nn.Module, data: ImageDataset, batch_size: int = 500) -> dict:
+    """layer → (A, G, T) over ``data`` (module docstring), in float64; the model as it is (eval mode expected)."""
+    layers = weight_layers(model)
+    A = {m: 0.0 for m in layers}
+    G = {m: 0.0 for m in layers}
+    positions = {}
+
+    def on_batch(inputs):
+        for m in layers:
+            rows = _input_rows(m, inputs[m]).double()
+            A[m] = A[m] + rows.T @ rows
+            positions[m] = len(rows) // len(inputs[m])
+
+    def on_class(inputs, grads):
+        for m in layers:
+            g = _output_rows(grads[m])
+            G[m] = G[m] + g.T @ g
+
+    _predictive_backwards(model, data, batch_size, on_batch, on_class)
     return {m: (A[m] / len(data), G[m] / len(data), positions[m]) for m in layers}
+
+
+def corrected_eigenvalues(model: nn.Module, data: ImageDataset, eigen: dict, batch_size: int = 100) -> dict:
+    """EK-FAC (George et al. 2018): layer → Λ (out × in), the Fisher's diagonal in K-FAC's eigenbasis Q_G ⊗ Q_A,
+
+        Λ = mean_n Σ_k p_nk (Q_Gᵀ ∇_θ CE(x_n, k) Q_A)²   (elementwise square; per-sample gradients, positions summed),
+
+    in place of K-FAC's s_G s_Aᵀ / T. Same eigenvectors, but each eigen-direction gets the curvature the data really
+    have along it (K-FAC's product of the factors' eigenvalues assumes inputs and output gradients independent).
+    ``eigen``: layer → (Q_A, Q_G)."""
+    layers = weight_layers(model)
+    total = {m: 0.0 for m in layers}
+    rotated = {}
+
+    def on_batch(inputs):  # the inputs' coordinates in Q_A, once per batch (they do not depend on the class)
+        for m in layers:
+            rows = _input_rows(m, inputs[m]).double()
+            rotated[m] = (rows @ eigen[m][0]).reshape(len(inputs[m]), -1, rows.shape[1])
+
+    def on_class(inputs, grads):
+        for m in layers:
+            g = _output_rows(grads[m])
+            g = (g @ eigen[m][1]).reshape(len(rotated[m]), -1, g.shape[1])
+            total[m] = total[m] + (torch.einsum("nto,nti->noi", g, rotated[m]) ** 2).sum(0)
+
+    _predictive_backwards(model, data, batch_size, on_batch, on_class)
+    return {m: total[m] / len(data) for m in layers}
 
 
 def mean_loss_gradient(model: nn.Module, data: ImageDataset, batch_size: int = 500) -> dict:
@@ -99,15 +146,20 @@ def mean_loss_gradient(model: nn.Module, data: ImageDataset, batch_size: int = 5
 
 class DampedInverse:
     """g ↦ (F_l + γI)⁻¹ g_l per layer, F_l = A_l ⊗ G_l / T_l from :func:`kfac_factors`, through the eigendecompositions
-    of A_l and G_l (computed once): (F + γI)⁻¹ g = Q_G [(Q_Gᵀ g Q_A) / (s_G s_Aᵀ / T + γ)] Q_Aᵀ."""
+    of A_l and G_l (computed once): (F + γI)⁻¹ g = Q_G [(Q_Gᵀ g Q_A) / (Λ + γ)] Q_Aᵀ, Λ = s_G s_Aᵀ / T — or, with
+    ``corrected_on`` (a data set), EK-FAC's :func:`corrected_eigenvalues` on it."""
 
-    def __init__(self, factors: dict, damping: float):
+    def __init__(self, factors: dict, damping: float, corrected_on: tuple[nn.Module, ImageDataset] | None = None):
         self.damping = damping
         self.eigen = {}
         for m, (A, G, positions) in factors.items():
             sa, qa = torch.linalg.eigh(A)
             sg, qg = torch.linalg.eigh(G)
             self.eigen[m] = (qa, qg, sg.clamp(min=0)[:, None] * sa.clamp(min=0)[None, :] / positions)
+        if corrected_on is not None:
+            model, data = corrected_on
+            refit = corrected_eigenvalues(model, data, {m: (qa, qg) for m, (qa, qg, _) in self.eigen.items()})
+            self.eigen = {m: (qa, qg, refit[m]) for m, (qa, qg, _) in self.eigen.items()}
 
     def __call__(self, grads: dict) -> dict:
         out = {}
@@ -122,10 +174,12 @@ def inner(a: dict, b: dict) -> float:
 
 
 def removal_direction(model: nn.Module, forget: ImageDataset, curvature: ImageDataset, train_size: int, damping: float,
-                      weight_decay: float, batch_size: int = 500) -> tuple[dict, DampedInverse]:
+                      weight_decay: float, batch_size: int = 500, corrected: bool = False) -> tuple[dict, DampedInverse]:
     """The unprojected step of :func:`kfac_removal_step` and the damped inverse it was solved with (the re-projected
-    scan of ``newton`` projects this one direction again at every scale, in the same metric)."""
-    inverse = DampedInverse(kfac_factors(model, curvature, batch_size), damping)
+    scan of ``newton`` projects this one direction again at every scale, in the same metric). ``corrected``: EK-FAC's
+    eigenvalues (:func:`corrected_eigenvalues`) instead of K-FAC's."""
+    inverse = DampedInverse(kfac_factors(model, curvature, batch_size), damping,
+                            corrected_on=(model, curvature) if corrected else None)
     rhs = mean_loss_gradient(model, forget, batch_size)
     for m in rhs:
         if isinstance(m, nn.Linear):
@@ -143,7 +197,8 @@ def class_loss_gradients(model: nn.Module, data: ImageDataset, batch_size: int =
 
 
 def kfac_removal_step(model: nn.Module, forget: ImageDataset, curvature: ImageDataset, train_size: int, damping: float,
-                      weight_decay: float, batch_size: int = 500, keep_class_losses: bool = False) -> dict:
+                      weight_decay: float, batch_size: int = 500, keep_class_losses: bool = False,
+                      corrected: bool = False) -> dict:
     """layer → Δθ_l = n_f / (n − n_f) · (F_l + γI)⁻¹ r_l, with F_l the K-FAC curvature over ``curvature`` and r_l the
     mean cross-entropy gradient over ``forget`` — plus λθ on linear layers only: the original minimises
     mean CE + (λ/2)‖θ‖², but convolutions followed by BatchNorm are scale-invariant and do not satisfy
@@ -158,7 +213,7 @@ def kfac_removal_step(model: nn.Module, forget: ImageDataset, curvature: ImageDa
     original does (its test accuracy per class is the same); what the unconstrained step does to them is damage
     shared by all data, not D_f's contribution (docs/mumis-variants.md, round 8).
     """
-    step, inverse = removal_direction(model, forget, curvature, train_size, damping, weight_decay, batch_size)
+    step, inverse = removal_direction(model, forget, curvature, train_size, damping, weight_decay, batch_size, corrected)
     if keep_class_losses:
         step = project_out(step, class_loss_gradients(model, curvature, batch_size), inverse)
     return step

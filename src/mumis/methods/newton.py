@@ -60,6 +60,9 @@ class NewtonConfig:
     # layers="all" only: scales per doubling of the step in the scan from 1/64 to 1 (2: √2 apart, 13 scales; 4: 25).
     # A finer scan stops nearer to where the guard or the rule is crossed, for up to twice the scan's time (round 9).
     scan_resolution: int = 2
+    # layers="all" only: the curvature the step is solved with. "kfac": A ⊗ G per layer. "ekfac": K-FAC's eigenvectors
+    # with each eigen-direction's curvature refit from per-sample gradients (George et al. 2018; round 10).
+    curvature: str = "kfac"
 
 
 def scan_scales(per_doubling: int) -> tuple[float, ...]:
@@ -194,6 +197,11 @@ class Newton(UnlearningMethod):
         if cfg.reproject and (cfg.layers != "all" or not cfg.keep_class_losses):
             raise MumisError("newton: reproject=True re-projects the all-layer step that keeps each class's held-out loss; "
                              "it needs layers=all and keep_class_losses=true")
+        if cfg.curvature not in ("kfac", "ekfac"):
+            raise MumisError(f"newton: curvature={cfg.curvature!r} is not one of 'kfac', 'ekfac'")
+        if cfg.curvature != "kfac" and cfg.layers != "all":
+            raise MumisError(f"newton: curvature={cfg.curvature!r} is the all-layer step's curvature; it needs layers=all "
+                             "(the head-only step solves with the exact Hessian)")
         if cfg.scan_resolution < 1:
             raise MumisError(f"newton: scan_resolution={cfg.scan_resolution} must be at least 1 (scales per doubling)")
         if cfg.match_accuracy and cfg.layers != "all":
@@ -266,10 +274,11 @@ class Newton(UnlearningMethod):
             constraint_set = heldout.subset(range(0, len(heldout), 2))
             heldout = heldout.subset(range(1, len(heldout), 2))
             step, inverse = removal_direction(model, data.forget, data.heldout, train_size, cfg.weight_decay,
-                                              cfg.weight_decay, cfg.batch_size)
+                                              cfg.weight_decay, cfg.batch_size, corrected=cfg.curvature == "ekfac")
         else:
             step = kfac_removal_step(model, data.forget, heldout, train_size, cfg.weight_decay, cfg.weight_decay,
-                                     cfg.batch_size, keep_class_losses=cfg.keep_class_losses)
+                                     cfg.batch_size, keep_class_losses=cfg.keep_class_losses,
+                                     corrected=cfg.curvature == "ekfac")
 
         def advance(position: dict, scale: float, reached: float) -> dict:
             """The weights at ``scale``: start + scale · Δ, or, re-projecting, the last point plus the step projected
@@ -317,7 +326,8 @@ class Newton(UnlearningMethod):
                     reason = why
                     break
         set_layers(model, accepted)
-        info = {"layers": "all", "keep_class_losses": cfg.keep_class_losses, "reproject": self.reproject,
+        info = {"layers": "all", "curvature": cfg.curvature, "keep_class_losses": cfg.keep_class_losses,
+                "reproject": self.reproject,
                 "match_accuracy": self.match_accuracy,
                 "step_scale": chosen, "train_size": train_size, "membership_threshold": threshold,
                 "heldout_acc_before": before, "heldout_tolerance": tolerance, "rule_heldout_size": len(heldout),
