@@ -89,21 +89,24 @@ RANDOM_VARIANTS = {  # random and sub-class forgetting (sample requests): the re
     "newton(2wd)": {"method": "newton", "weight_decay": 1e-3},
     # round 7: the K-FAC step on every conv/linear layer, scanned up from 1/64 until the membership rule or the
     # held-out guard stops it (newton's layers="all")
-    "newton(all_layers)": {"method": "newton", "layers": "all", "keep_class_losses": False, "match_accuracy": False},
+    "newton(all_layers)": {"method": "newton", "layers": "all", "keep_class_losses": False, "match_accuracy": False,
+                          "curvature": "kfac"},
     # round 8: the same step projected so that each class's mean held-out loss is unchanged to first order
-    "newton(all_layers+class_losses)": {"method": "newton", "layers": "all", "reproject": False, "match_accuracy": False},
+    "newton(all_layers+class_losses)": {"method": "newton", "layers": "all", "reproject": False, "match_accuracy": False,
+                                       "curvature": "kfac"},
     # round 9: the projection re-done at every scale of the scan (constraints on the even half of the held-out set,
     # stop rule on the odd half)
-    "newton(all_layers+reproject)": {"method": "newton", "layers": "all", "reproject": True, "match_accuracy": False},
+    "newton(all_layers+reproject)": {"method": "newton", "layers": "all", "reproject": True, "match_accuracy": False,
+                                    "curvature": "kfac"},
     # round 9: either all-layer scan also stopped once D_f's accuracy is down to held-out accuracy; the second is
     # layers="all"'s default since round 9
     "newton(all_layers+class_losses+match_acc)": {"method": "newton", "layers": "all", "reproject": False,
-                                                  "match_accuracy": True},
+                                                  "match_accuracy": True, "curvature": "kfac"},
     "newton(all_layers+reproject+match_acc)": {"method": "newton", "layers": "all", "reproject": True,
                                                "match_accuracy": True, "curvature": "kfac"},
     # round 9: the same on a finer scan (2^(1/4) apart instead of √2)
     "newton(all_layers+reproject+match_acc+fine)": {"method": "newton", "layers": "all", "reproject": True,
-                                                    "match_accuracy": True, "scan_resolution": 4},
+                                                    "match_accuracy": True, "scan_resolution": 4, "curvature": "kfac"},
     # round 10: the default with EK-FAC curvature (K-FAC's eigenvectors, each eigen-direction's curvature refit)
     "newton(all_layers+reproject+match_acc+ekfac)": {"method": "newton", "layers": "all", "reproject": True,
                                                      "match_accuracy": True, "curvature": "ekfac"},
@@ -140,6 +143,7 @@ _DEFAULT = ["default", "default+300steps"]
 _SAMPLES = ["default(samples)", "paper"]  # sample requests: the default (held-out stop) against the paper's method
 _ROUND9 = ["newton(all_layers+reproject)", "newton(all_layers+class_losses+match_acc)", "newton(all_layers+reproject+match_acc)",
            "newton(all_layers+reproject+match_acc+fine)"]
+_ROUND10 = ["newton(all_layers+reproject+match_acc+ekfac)"]
 # Everything results/mumis_variants.jsonl holds: (datasets, models, tasks, seeds, variant labels). Running the script
 # with no selection works through this plan (a rerun computes only the rows the output file does not have yet).
 PLAN = (
@@ -185,6 +189,10 @@ PLAN = (
     (["mnist5k"], ["small_cnn", "resnet_small", "resnet_wide"], ["sub_class", "random"], [0, 1, 2], _ROUND9),
     (["fashion_mnist"], ["small_cnn"], ["sub_class", "random"], [0, 1, 2], _ROUND9),
     (["fashion_mnist"], ["resnet_small"], ["sub_class"], [0, 1, 2], _ROUND9),
+    # round 10: the same default with EK-FAC curvature, on the same cells (and the CPU-reference file)
+    (["mnist5k"], ["small_cnn", "resnet_small", "resnet_wide"], ["sub_class", "random"], [0, 1, 2], _ROUND10),
+    (["fashion_mnist"], ["small_cnn"], ["sub_class", "random"], [0, 1, 2], _ROUND10),
+    (["fashion_mnist"], ["resnet_small"], ["sub_class"], [0, 1, 2], _ROUND10),
 )
 
 

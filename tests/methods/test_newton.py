@@ -118,16 +118,19 @@ def test_head_features_append_the_constant_feature(digits_model, digits_task):
     assert z.dtype == torch.float64 and torch.all(z[:, -1] == 1) and len(y) == 5
 
 
-@pytest.mark.parametrize("reproject,match_accuracy", [(False, False), (True, False), (False, True), (None, None)])
+@pytest.mark.parametrize("reproject,match_accuracy,curvature", [(False, False, "kfac"), (True, False, "kfac"),
+                                                                (False, True, "kfac"), (None, None, "kfac"),
+                                                                (None, None, None)])
 def test_all_layer_newton_scans_up_to_its_stop_and_reads_only_what_it_declares(digits_model, digits_task, reproject,
-                                                                               match_accuracy):
-    method = get_method("newton", layers="all", reproject=reproject, match_accuracy=match_accuracy)
+                                                                               match_accuracy, curvature):
+    method = get_method("newton", layers="all", reproject=reproject, match_accuracy=match_accuracy, curvature=curvature)
     members, n = _members_request(digits_task)
     data = grant(method, forget=members, heldout=digits_task.test, train_size=n)
     result = run_method(method, digits_model, data, 10)
     assert data.reads == {"forget", "heldout"}
     info = result.info
     assert info["keep_class_losses"] is True  # the default since round 8
+    assert info["curvature"] == (curvature or "ekfac")  # the default since round 10
     if reproject is None:  # round 9's defaults: both on
         reproject = match_accuracy = True
     assert (info["reproject"], info["match_accuracy"]) == (reproject, match_accuracy)
@@ -203,6 +206,8 @@ def _norm(d: dict) -> float:
     ({"reproject": True}, "layers=all and keep_class_losses=true"),
     ({"reproject": True, "layers": "all", "keep_class_losses": False}, "layers=all and keep_class_losses=true"),
     ({"match_accuracy": True}, "needs layers=all"),
+    ({"curvature": "ekfac"}, "needs layers=all"),
+    ({"curvature": "exact", "layers": "all"}, "not one of 'kfac', 'ekfac'"),
 ])
 def test_all_layer_options_are_refused_without_the_all_layer_step(options, message):
     with pytest.raises(MumisError, match=message):

@@ -8,8 +8,10 @@ Grosse & Martens 2016 for convolutions) approximates the Gauss-Newton matrix of 
 a = the layer's input patch at position t, g = the gradient of sample n's cross-entropy at the layer's output there,
 taken in exact expectation over the model's own predictive distribution (one backward per class, weighted by √p_k),
 T_l = the number of positions (1 for a linear layer). (F_l + γI)⁻¹ comes from the eigendecompositions of A_l and G_l
-(:class:`DampedInverse`). :func:`project_out` keeps chosen losses unchanged to first order (round 8: each class's
-mean held-out loss).
+(:class:`DampedInverse`). EK-FAC (George et al. 2018; ``newton``'s default since round 10) keeps those eigenvectors
+and refits the curvature along each of them from per-sample gradients (:func:`corrected_eigenvalues`), exact on the
+diagonal of the Fisher in that basis where K-FAC's product of the factors' eigenvalues is not.
+:func:`project_out` keeps chosen losses unchanged to first order (round 8: each class's mean held-out loss).
 """
 from __future__ import annotations
 
@@ -146,20 +148,22 @@ def mean_loss_gradient(model: nn.Module, data: ImageDataset, batch_size: int = 5
 
 class DampedInverse:
     """g ↦ (F_l + γI)⁻¹ g_l per layer, F_l = A_l ⊗ G_l / T_l from :func:`kfac_factors`, through the eigendecompositions
-    of A_l and G_l (computed once): (F + γI)⁻¹ g = Q_G [(Q_Gᵀ g Q_A) / (Λ + γ)] Q_Aᵀ, Λ = s_G s_Aᵀ / T — or, with
-    ``corrected_on`` (a data set), EK-FAC's :func:`corrected_eigenvalues` on it."""
+    of A_l and G_l (computed once): (F + γI)⁻¹ g = Q_G [(Q_Gᵀ g Q_A) / (Λ + γ)] Q_Aᵀ, Λ = s_G s_Aᵀ / T until
+    :meth:`refit_eigenvalues` replaces it with EK-FAC's."""
 
-    def __init__(self, factors: dict, damping: float, corrected_on: tuple[nn.Module, ImageDataset] | None = None):
+    def __init__(self, factors: dict, damping: float):
         self.damping = damping
         self.eigen = {}
         for m, (A, G, positions) in factors.items():
             sa, qa = torch.linalg.eigh(A)
             sg, qg = torch.linalg.eigh(G)
             self.eigen[m] = (qa, qg, sg.clamp(min=0)[:, None] * sa.clamp(min=0)[None, :] / positions)
-        if corrected_on is not None:
-            model, data = corrected_on
-            refit = corrected_eigenvalues(model, data, {m: (qa, qg) for m, (qa, qg, _) in self.eigen.items()})
-            self.eigen = {m: (qa, qg, refit[m]) for m, (qa, qg, _) in self.eigen.items()}
+
+    def refit_eigenvalues(self, model: nn.Module, data: ImageDataset, batch_size: int = 100) -> "DampedInverse":
+        """Λ ← :func:`corrected_eigenvalues` over ``data`` (EK-FAC), same eigenvectors; returns self."""
+        refit = corrected_eigenvalues(model, data, {m: (qa, qg) for m, (qa, qg, _) in self.eigen.items()}, batch_size)
+        self.eigen = {m: (qa, qg, refit[m]) for m, (qa, qg, _) in self.eigen.items()}
+        return self
 
     def __call__(self, grads: dict) -> dict:
         out = {}
@@ -178,8 +182,9 @@ def removal_direction(model: nn.Module, forget: ImageDataset, curvature: ImageDa
     """The unprojected step of :func:`kfac_removal_step` and the damped inverse it was solved with (the re-projected
     scan of ``newton`` projects this one direction again at every scale, in the same metric). ``corrected``: EK-FAC's
     eigenvalues (:func:`corrected_eigenvalues`) instead of K-FAC's."""
-    inverse = DampedInverse(kfac_factors(model, curvature, batch_size), damping,
-                            corrected_on=(model, curvature) if corrected else None)
+    inverse = DampedInverse(kfac_factors(model, curvature, batch_size), damping)
+    if corrected:
+        inverse.refit_eigenvalues(model, curvature)
     rhs = mean_loss_gradient(model, forget, batch_size)
     for m in rhs:
         if isinstance(m, nn.Linear):

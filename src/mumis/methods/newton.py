@@ -60,9 +60,10 @@ class NewtonConfig:
     # layers="all" only: scales per doubling of the step in the scan from 1/64 to 1 (2: √2 apart, 13 scales; 4: 25).
     # A finer scan stops nearer to where the guard or the rule is crossed, for up to twice the scan's time (round 9).
     scan_resolution: int = 2
-    # layers="all" only: the curvature the step is solved with. "kfac": A ⊗ G per layer. "ekfac": K-FAC's eigenvectors
-    # with each eigen-direction's curvature refit from per-sample gradients (George et al. 2018; round 10).
-    curvature: str = "kfac"
+    # layers="all" only: the curvature the step is solved with. "kfac": A ⊗ G per layer (rounds 7–9). "ekfac": K-FAC's
+    # eigenvectors with each eigen-direction's curvature refit from per-sample gradients (George et al. 2018), for about
+    # twice the time (round 10). None: "ekfac" with layers="all".
+    curvature: Optional[str] = None
 
 
 def scan_scales(per_doubling: int) -> tuple[float, ...]:
@@ -182,7 +183,8 @@ class Newton(UnlearningMethod):
       accuracy (``"forget_accuracy"``, ``match_accuracy``, round 9), or keeps the previous scale once held-out
       accuracy falls by more than two standard errors (``"heldout_drop"``). Since round 9 the projection is redone
       at every scale (``reproject``): the class-loss constraints from the even half of the held-out set, at the
-      weights reached so far, and the stop rule on the odd half.
+      weights reached so far, and the stop rule on the odd half. Since round 10 the curvature is EK-FAC
+      (``curvature``): K-FAC's eigenvectors, each eigen-direction's curvature refit from per-sample gradients.
     """
 
     name = "newton"
@@ -197,9 +199,9 @@ class Newton(UnlearningMethod):
         if cfg.reproject and (cfg.layers != "all" or not cfg.keep_class_losses):
             raise MumisError("newton: reproject=True re-projects the all-layer step that keeps each class's held-out loss; "
                              "it needs layers=all and keep_class_losses=true")
-        if cfg.curvature not in ("kfac", "ekfac"):
+        if cfg.curvature not in (None, "kfac", "ekfac"):
             raise MumisError(f"newton: curvature={cfg.curvature!r} is not one of 'kfac', 'ekfac'")
-        if cfg.curvature != "kfac" and cfg.layers != "all":
+        if cfg.curvature is not None and cfg.layers != "all":
             raise MumisError(f"newton: curvature={cfg.curvature!r} is the all-layer step's curvature; it needs layers=all "
                              "(the head-only step solves with the exact Hessian)")
         if cfg.scan_resolution < 1:
@@ -213,6 +215,11 @@ class Newton(UnlearningMethod):
         """The config's ``reproject`` with its default resolved (on for the class-loss-keeping all-layer step)."""
         cfg = self.config
         return cfg.reproject if cfg.reproject is not None else (cfg.layers == "all" and cfg.keep_class_losses)
+
+    @property
+    def curvature(self) -> str:
+        """The config's ``curvature`` with its default resolved (EK-FAC; only the all-layer step reads it)."""
+        return self.config.curvature or "ekfac"
 
     @property
     def match_accuracy(self) -> bool:
@@ -274,11 +281,11 @@ class Newton(UnlearningMethod):
             constraint_set = heldout.subset(range(0, len(heldout), 2))
             heldout = heldout.subset(range(1, len(heldout), 2))
             step, inverse = removal_direction(model, data.forget, data.heldout, train_size, cfg.weight_decay,
-                                              cfg.weight_decay, cfg.batch_size, corrected=cfg.curvature == "ekfac")
+                                              cfg.weight_decay, cfg.batch_size, corrected=self.curvature == "ekfac")
         else:
             step = kfac_removal_step(model, data.forget, heldout, train_size, cfg.weight_decay, cfg.weight_decay,
                                      cfg.batch_size, keep_class_losses=cfg.keep_class_losses,
-                                     corrected=cfg.curvature == "ekfac")
+                                     corrected=self.curvature == "ekfac")
 
         def advance(position: dict, scale: float, reached: float) -> dict:
             """The weights at ``scale``: start + scale · Δ, or, re-projecting, the last point plus the step projected
@@ -326,7 +333,7 @@ class Newton(UnlearningMethod):
                     reason = why
                     break
         set_layers(model, accepted)
-        info = {"layers": "all", "curvature": cfg.curvature, "keep_class_losses": cfg.keep_class_losses,
+        info = {"layers": "all", "curvature": self.curvature, "keep_class_losses": cfg.keep_class_losses,
                 "reproject": self.reproject,
                 "match_accuracy": self.match_accuracy,
                 "step_scale": chosen, "train_size": train_size, "membership_threshold": threshold,
