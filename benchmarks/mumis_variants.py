@@ -98,8 +98,8 @@ RANDOM_VARIANTS = {  # random and sub-class forgetting (sample requests): the re
     # stop rule on the odd half)
     "newton(all_layers+reproject)": {"method": "newton", "layers": "all", "reproject": True, "match_accuracy": False,
                                     "curvature": "kfac"},
-    # round 9: either all-layer scan also stopped once D_f's accuracy is down to held-out accuracy; the second is
-    # layers="all"'s default since round 9
+    # round 9: either all-layer scan also stopped once D_f's accuracy is down to held-out accuracy; the second was
+    # layers="all"'s default in round 9
     "newton(all_layers+class_losses+match_acc)": {"method": "newton", "layers": "all", "reproject": False,
                                                   "match_accuracy": True, "curvature": "kfac"},
     "newton(all_layers+reproject+match_acc)": {"method": "newton", "layers": "all", "reproject": True,
@@ -107,7 +107,8 @@ RANDOM_VARIANTS = {  # random and sub-class forgetting (sample requests): the re
     # round 9: the same on a finer scan (2^(1/4) apart instead of √2)
     "newton(all_layers+reproject+match_acc+fine)": {"method": "newton", "layers": "all", "reproject": True,
                                                     "match_accuracy": True, "scan_resolution": 4, "curvature": "kfac"},
-    # round 10: the default with EK-FAC curvature (K-FAC's eigenvectors, each eigen-direction's curvature refit)
+    # round 10: the same with EK-FAC curvature (K-FAC's eigenvectors, each eigen-direction's curvature refit):
+    # layers="all"'s default since round 10
     "newton(all_layers+reproject+match_acc+ekfac)": {"method": "newton", "layers": "all", "reproject": True,
                                                      "match_accuracy": True, "curvature": "ekfac"},
     "default+no_stop": {"fa_floor": None, "stop": "none", "max_steps": 300},

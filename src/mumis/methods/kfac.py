@@ -183,7 +183,7 @@ def removal_direction(model: nn.Module, forget: ImageDataset, curvature: ImageDa
     scan of ``newton`` projects this one direction again at every scale, in the same metric). ``corrected``: EK-FAC's
     eigenvalues (:func:`corrected_eigenvalues`) instead of K-FAC's."""
     inverse = DampedInverse(kfac_factors(model, curvature, batch_size), damping)
-    if corrected:
+    if corrected:  # in batches of 100: the per-sample gradients take N × out × in per layer
         inverse.refit_eigenvalues(model, curvature)
     rhs = mean_loss_gradient(model, forget, batch_size)
     for m in rhs:

@@ -273,7 +273,7 @@ class Newton(UnlearningMethod):
         ``reproject`` the step is projected again at every scale (see the config)."""
         cfg = self.config
         start = {m: layer_matrix(m) for m in weight_layers(model)}
-        heldout = data.heldout
+        heldout, corrected = data.heldout, self.curvature == "ekfac"
         if self.reproject:
             if len(heldout) < 2:
                 raise MumisError(f"newton: reproject splits the held-out set in two (constraints, stop rule) and needs at "
@@ -281,11 +281,11 @@ class Newton(UnlearningMethod):
             constraint_set = heldout.subset(range(0, len(heldout), 2))
             heldout = heldout.subset(range(1, len(heldout), 2))
             step, inverse = removal_direction(model, data.forget, data.heldout, train_size, cfg.weight_decay,
-                                              cfg.weight_decay, cfg.batch_size, corrected=self.curvature == "ekfac")
+                                              cfg.weight_decay, cfg.batch_size, corrected=corrected)
         else:
             step = kfac_removal_step(model, data.forget, heldout, train_size, cfg.weight_decay, cfg.weight_decay,
                                      cfg.batch_size, keep_class_losses=cfg.keep_class_losses,
-                                     corrected=self.curvature == "ekfac")
+                                     corrected=corrected)
 
         def advance(position: dict, scale: float, reached: float) -> dict:
             """The weights at ``scale``: start + scale · Δ, or, re-projecting, the last point plus the step projected
