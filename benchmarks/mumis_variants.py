@@ -111,6 +111,10 @@ RANDOM_VARIANTS = {  # random and sub-class forgetting (sample requests): the re
     # layers="all"'s default since round 10
     "newton(all_layers+reproject+match_acc+ekfac)": {"method": "newton", "layers": "all", "reproject": True,
                                                      "match_accuracy": True, "curvature": "ekfac"},
+    # round 10: the EK-FAC default on round 9's finer scan
+    "newton(all_layers+reproject+match_acc+ekfac+fine)": {"method": "newton", "layers": "all", "reproject": True,
+                                                          "match_accuracy": True, "curvature": "ekfac",
+                                                          "scan_resolution": 4},
     "default+no_stop": {"fa_floor": None, "stop": "none", "max_steps": 300},
     "paper": {**P},
     "bounded": {"variant": "bounded"},
@@ -194,6 +198,7 @@ PLAN = (
     (["mnist5k"], ["small_cnn", "resnet_small", "resnet_wide"], ["sub_class", "random"], [0, 1, 2], _ROUND10),
     (["fashion_mnist"], ["small_cnn"], ["sub_class", "random"], [0, 1, 2], _ROUND10),
     (["fashion_mnist"], ["resnet_small"], ["sub_class"], [0, 1, 2], _ROUND10),
+    (["mnist5k"], ["resnet_small", "resnet_wide"], ["random"], [0, 1, 2], ["newton(all_layers+reproject+match_acc+ekfac+fine)"]),
 )
 
 
