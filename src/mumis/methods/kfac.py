@@ -52,7 +52,8 @@ def _input_rows(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def _predictive_backwards(model: nn.Module, data: ImageDataset, batch_size: int, on_batch, on_class) -> None:
     """The loop both curvatures share: for every batch, ``on_batch(layer inputs)`` once, then one backward per class k
     of √p_k · CE(·, k) (the exact expectation over the model's predictive distribution) and ``on_class(layer inputs,
-    output gradients)`` for each. Inputs and gradients: layer → tensor, float64, eval mode expected."""
+    output gradients)`` for each. Inputs and gradients: layer → tensor in the model's dtype (the callbacks convert);
+    eval mode expected."""
     layers = weight_layers(model)
     inputs, grads = {}, {}
 
