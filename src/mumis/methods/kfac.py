@@ -51,8 +51,8 @@ def _input_rows(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _predictive_backwards(model: nn.Module, data: ImageDataset, batch_size: int, on_batch, on_class) -> None:
     """The loop both curvatures share: for every batch, ``on_batch(layer inputs)`` once, then one backward per class k
-    of √p_k · CE(·, k) (the exact expectation over the model's predictive distribution) and ``on_class(layer inputs,
-    output gradients)`` for each. Inputs and gradients: layer → tensor in the model's dtype (the callbacks convert);
+    of √p_k · CE(·, k) (the exact expectation over the model's predictive distribution) and ``on_class(output
+    gradients)`` for each. Inputs and gradients: layer → tensor in the model's dtype (the callbacks convert);
     eval mode expected."""
     layers = weight_layers(model)
     inputs, grads = {}, {}
@@ -73,7 +73,7 @@ def _predictive_backwards(model: nn.Module, data: ImageDataset, batch_size: int,
                     loss = (prob[:, k].sqrt().to(logits.dtype) * F.cross_entropy(logits, labels, reduction="none")).sum()
                     model.zero_grad(set_to_none=True)
                     loss.backward(retain_graph=k < logits.shape[1] - 1)
-                    on_class(inputs, grads)
+                    on_class(grads)
     finally:
         for h in hooks:
             h.remove()
@@ -98,7 +98,7 @@ def kfac_factors(model: nn.Module, data: ImageDataset, batch_size: int = 500) ->
             A[m] = A[m] + rows.T @ rows
             positions[m] = len(rows) // len(inputs[m])
 
-    def on_class(inputs, grads):
+    def on_class(grads):
         for m in layers:
             g = _output_rows(grads[m])
             G[m] = G[m] + g.T @ g
@@ -124,7 +124,7 @@ def corrected_eigenvalues(model: nn.Module, data: ImageDataset, eigen: dict, bat
             rows = _input_rows(m, inputs[m]).double()
             rotated[m] = (rows @ eigen[m][0]).reshape(len(inputs[m]), -1, rows.shape[1])
 
-    def on_class(inputs, grads):
+    def on_class(grads):
         for m in layers:
             g = _output_rows(grads[m])
             g = (g @ eigen[m][1]).reshape(len(rotated[m]), -1, g.shape[1])

@@ -193,9 +193,9 @@ class Newton(UnlearningMethod):
 
     def __init__(self, config: Optional[NewtonConfig] = None, **overrides):
         super().__init__(config, **overrides)
-        if self.config.layers not in ("head", "all"):  # at construction, like MU-Mis's options: before any data loads
-            raise MumisError(f"newton: layers={self.config.layers!r} is not one of 'head', 'all'")
         cfg = self.config
+        if cfg.layers not in ("head", "all"):  # at construction, like MU-Mis's options: before any data loads
+            raise MumisError(f"newton: layers={cfg.layers!r} is not one of 'head', 'all'")
         if cfg.reproject and (cfg.layers != "all" or not cfg.keep_class_losses):
             raise MumisError("newton: reproject=True re-projects the all-layer step that keeps each class's held-out loss; "
                              "it needs layers=all and keep_class_losses=true")
