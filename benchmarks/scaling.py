@@ -80,9 +80,9 @@ def _step_cost(kind: str, arch: str, batch: int, repeats: int, queue) -> None:
     @contextmanager
     def precision(reduced: bool):
         """The MU-Mis kernels (true float32), or the reduced precision this step compares against."""
-        with double_backprop_kernels():
-            if reduced and kind.endswith("tf32"):
-                torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        with double_backprop_kernels():  # set both ways: the float32 baseline ignores MUMIS_DOUBLE_BACKPROP_TF32
+            tf32 = reduced and kind.endswith("tf32")
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=reduced and kind.endswith("bf16")):
                 yield
 

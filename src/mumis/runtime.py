@@ -24,7 +24,8 @@ import torch
 DTYPE = torch.float32
 # MU-Mis's double backward runs in this layout and in float32. benchmarks/scaling.py, 2-core CPU, batch 64:
 # channels_last took 1.09–1.20× the contiguous step; bf16 autocast took 0.52–1.23× the float32 step but moved the
-# weight gradient by 4.6–9.6 % (relative L2) — too much for steps sized by the objective's curvature.
+# weight gradient by 4.6–9.6 % (relative L2) — too much for steps sized by the objective's curvature. On an H100 the
+# same: channels_last 1.03–1.09×, bf16 0.45–0.70× with 4.8–8.1 % gradient error (resnet_small, ResNet-18).
 DOUBLE_BACKPROP_LAYOUT = torch.contiguous_format
 _ON_DEVICE_MAX_BYTES = 2 * 2**30  # datasets up to this size live on the GPU for the whole run (as airbench does)
 _COMPILE_MIN_STEPS = 2000  # below this, compiling costs more than it saves
@@ -101,12 +102,16 @@ def double_backprop_kernels():
     * Precision: true float32. On Ampere and later GPUs PyTorch lets convolutions (and, if a user enabled it,
       matrix products) run in TF32, which keeps 10 mantissa bits; the bf16 measurement above (8 bits: 4.6–9.6 %
       gradient error) says the second-order terms need more, so TF32 is switched off for the block and restored
-      after it (training keeps its own setting). A no-op on the CPU.
+      after it (training keeps its own setting). A no-op on the CPU. ``MUMIS_DOUBLE_BACKPROP_TF32=1`` keeps TF32
+      on instead: on an H100 (benchmarks/scaling.py, batch 64, paper objective) the step took 0.43× (ResNet-18)
+      and 0.61× (resnet_small) of the float32 step, and moved the weight gradient by 2.3 % and 1.1 % (relative L2)
+      — a speed a user may choose, not a default: no unlearning result has been measured with it.
     """
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
+    tf32 = _flag("MUMIS_DOUBLE_BACKPROP_TF32", False)  # read before anything changes, so a bad value changes nothing
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
     try:
         with sdpa_kernel([SDPBackend.MATH]):
             yield

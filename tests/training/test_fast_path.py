@@ -76,3 +76,21 @@ def test_double_backward_runs_in_true_float32_and_restores_the_training_setting(
         assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_double_backward_keeps_tf32_only_when_the_user_asks(monkeypatch):
+    from mumis.runtime import double_backprop_kernels
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        monkeypatch.setenv("MUMIS_DOUBLE_BACKPROP_TF32", "1")
+        with double_backprop_kernels():
+            assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        monkeypatch.setenv("MUMIS_DOUBLE_BACKPROP_TF32", "yes")
+        with pytest.raises(ValueError, match="MUMIS_DOUBLE_BACKPROP_TF32='yes': use 0 or 1"), double_backprop_kernels():
+            pass
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32  # nothing changed
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
