@@ -41,6 +41,7 @@ def test_demo_tiny_preset(tmp_path):
     for r in rows:
         assert ROW_KEYS <= set(r)
         assert r["split_hash"] and r["forget_hash"] and r["config_hash"] and r["versions"]["torch"]
+        assert r["versions"]["device"] == "cpu"  # the tests pin MUMIS_DEVICE=cpu; a GPU row names the card
     retrain, original, mumis = rows
     assert retrain["avg_gap"] == 0 and retrain["fa"] == 0
     assert original["fa"] > 90

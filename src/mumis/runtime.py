@@ -175,15 +175,18 @@ def stopwatch():
 
 
 def versions() -> dict[str, str]:
-    """Library versions recorded in every result row."""
+    """Library versions recorded in every result row, and the device the row ran on (its wall time and peak memory
+    mean nothing without it; a CUDA build of torch alone does not say whether a GPU was used)."""
     import sklearn
 
     from mumis import __version__
 
+    dev = device()
     return {
         "mumis": __version__,
         "torch": torch.__version__,
         "numpy": np.__version__,
         "sklearn": sklearn.__version__,
         "python": sys.version.split()[0],
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type,
     }

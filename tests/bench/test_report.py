@@ -7,6 +7,7 @@ def test_report_tables_have_the_paper_layout_and_figures_exist(tiny_db, tmp_path
     path = write_report(db, tmp_path / "report", title="tiny")
     text = path.read_text()
     assert text.startswith("# tiny")
+    assert "devices ['cpu']." in text.splitlines()[2]  # where the rows ran: their times mean nothing without it
     assert "## digits · small_cnn · full_class=1" in text
     assert "## digits · small_cnn · sequential(full_class)=1,7 (after request 2 of 2)" in text
     header = "| Method | FA | RA | TA | MIA | Avg. Gap | Time (s) | seeds |"

@@ -151,7 +151,8 @@ def write_report(db: str | Path, out_dir: str | Path, title: str = "") -> Path:
     seeds = sorted({r["seed"] for r in rows})
     lines = [f"# {title or 'mumis benchmark report'}", "",
              f"{len(rows)} result rows from `{Path(db).name}`; seeds {seeds}; git {sorted({str(r.get('git_sha'))[:10] for r in rows})}; "
-             f"mumis {sorted({r['versions'].get('mumis') for r in rows})}, torch {sorted({r['versions'].get('torch') for r in rows})}.",
+             f"mumis {sorted({r['versions'].get('mumis') for r in rows})}, torch {sorted({r['versions'].get('torch') for r in rows})}, "
+             f"devices {sorted({str(r['versions'].get('device', 'not recorded')) for r in rows})}.",
              "Cells: mean ± 95 % CI half-width over seeds (Student t). Accuracies, MIA and Avg. Gap in percent points; "
              "Avg. Gap = mean |Δ| of FA, RA, TA, MIA against the retrained model of the same seed; time = training time for "
              "retrain/original, unlearning time for methods.", ""]
