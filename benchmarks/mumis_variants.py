@@ -202,6 +202,7 @@ PLAN = (
     # round 11: random 10 % on Fashion-MNIST × resnet_wide, the grid's last sample-request cell. Seed 0 ran on an
     # NVIDIA H100, seed 1 on this CPU (a reference pair: 70 min here); seed 2 did not fit in the session
     (["fashion_mnist"], ["resnet_wide"], ["random"], [0, 1], _SAMPLES + ["samples+membership", "newton"] + _ROUND10),
+    (["fashion_mnist"], ["resnet_wide"], ["random"], [1], ["newton(all_layers+reproject+match_acc+ekfac+fine)"]),
 )
 
 
