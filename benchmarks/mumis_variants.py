@@ -76,10 +76,12 @@ CLASS_VARIANTS = {  # label → MU-Mis options; "floor" adds the chance-level fo
 }
 RANDOM_VARIANTS = {  # random and sub-class forgetting (sample requests): the retrain still classifies most of D_f,
     # so no forget-accuracy floor
-    # the default for a request of individual samples: held-out comparison (may stop before the first step)
-    "default(samples)": {"request": "samples", "check_every": 1},
+    # rounds 3–11's default for a request of individual samples: held-out accuracy comparison (may stop before the
+    # first step); every option pinned, so the label keeps meaning what its rows ran
+    "default(samples)": {"request": "samples", "stop": "heldout", "fa_floor": None, "lr": 0.5, "check_every": 1},
     # round 5: the same steps at a tenth of the step size, stopped once a confidence attack calls as large a share of
-    # D_f as of held-out data unseen (threshold fixed at the start); the held-out accuracy guard stays
+    # D_f as of held-out data unseen (threshold fixed at the start); the held-out accuracy guard stays. The default
+    # for sample requests since round 12 (the label pins it all the same)
     "samples+membership": {"request": "samples", "stop": "membership", "lr": 0.05, "check_every": 1},
     # round 6: not a MU-Mis option but the method `newton` — one Newton step that removes D_f from the classifier
     # layer's optimum, curvature from the held-out set, damping = the training weight decay (methods/newton.py)

@@ -1,11 +1,13 @@
 """Issue 4's variants: each objective against a per-sample definition, each stop rule on synthetic traces."""
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
 
 from mumis.errors import MumisError
 from mumis.methods import DataRole, get_method, grant, mumis_loss, run_method
-from mumis.methods.mumis import VARIANTS, sharpest_curvature
+from mumis.methods.mumis import VARIANTS, MuMis, MuMisConfig, sharpest_curvature
 from mumis.methods.stopping import HeldoutMatchRule, NeverRule, PlateauRule, accuracy_tolerance, membership_threshold
 from mumis.metrics.accuracy import accuracy
 from mumis.models import classifier_head, create_model
@@ -230,9 +232,27 @@ def test_default_moves_only_the_forgotten_class_row_and_never_hurts_other_classe
     assert accuracy(long.model, digits_task.forget) == 0.0
 
 
+def test_samples_request_defaults_to_the_membership_stop_unless_the_caller_chose():
+    """request="samples" takes SAMPLE_REQUEST_DEFAULTS (round 12) for each option the caller left alone; a stop rule
+    that reads no held-out set is replaced; what the caller set — by keyword, variant or config object — stays."""
+    default = get_method("mumis", show_progress=False, request="samples").config
+    assert (default.stop, default.lr, default.check_every) == ("membership", 0.05, 1)
+    assert get_method("mumis", request="samples", stop="membership", lr=0.05, check_every=1).config == \
+        dataclasses.replace(default, show_progress=True)  # the grid's samples+membership rows are this default
+    chosen = get_method("mumis", request="samples", stop="heldout", lr=0.5, check_every=4).config
+    assert (chosen.stop, chosen.lr, chosen.check_every) == ("heldout", 0.5, 4)
+    replaced = get_method("mumis", request="samples", stop="loss_plateau", lr=0.2).config
+    assert (replaced.stop, replaced.lr, replaced.check_every) == ("membership", 0.2, 1)
+    paper = get_method("mumis", request="samples", variant="paper").config
+    assert (paper.stop, paper.lr, paper.objective) == ("membership", 1e-3, "paper")  # the preset's step stays
+    from_config = MuMis(MuMisConfig(request="samples", lr=0.3)).config
+    assert (from_config.stop, from_config.lr) == ("membership", 0.3)
+    assert get_method("mumis", request="class").config.stop == "loss_plateau"  # class requests are untouched
+
+
 def test_samples_request_needs_heldout_data_and_may_change_nothing(digits_model, digits_task):
     """Individual samples that the model already classifies like unseen data: stop before the first step."""
-    method = get_method("mumis", show_progress=False, request="samples")
+    method = get_method("mumis", show_progress=False, request="samples", stop="heldout", lr=0.5, check_every=0)
     assert method.needs == {DataRole.FORGET, DataRole.HELDOUT} and method.config.stop == "heldout"
     with pytest.raises(MumisError, match="needs heldout"):
         grant(method, forget=digits_task.forget)

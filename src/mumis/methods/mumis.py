@@ -118,9 +118,9 @@ class MuMisConfig:
     variant: str = "default"
     # what is being deleted: "class" (every sample of a class — the retrained model has forget accuracy 0, so the
     # run ends at ``fa_floor``) or "samples" (a set of individual samples — the retrained model still classifies them
-    # like unseen data: the run needs a held-out set and stops, possibly before the first step, once D_f is
-    # classified no better than it, within two standard errors of the held-out accuracy). On sample requests the
-    # method ``newton`` (methods/newton.py) measured closer to a retrained model (docs/mumis-variants.md, round 6)
+    # like unseen data: the run needs a held-out set and stops, possibly before the first step, once a confidence
+    # attack calls as large a share of D_f as of held-out data unseen — see SAMPLE_REQUEST_DEFAULTS). On sample
+    # requests the method ``newton`` (methods/newton.py) measured closer to a retrained model (docs/mumis-variants.md)
     request: str = "class"
     objective: str = "target_only"  # paper | target_only | irrelevant_only | bounded | all_classes | dynamic
     optimizer: str = "sgd"  # sgd | momentum (SGD, 0.9) | adam
@@ -152,6 +152,33 @@ class MuMisConfig:
     fa_floor: Optional[float] = 0.0  # class requests: stop once forget accuracy (%) is at or below this (None: off)
     seed: int = 0  # draws of c' and the batch order
     show_progress: bool = True
+
+
+# A request for individual samples, unless the caller chose otherwise (docs/mumis-variants.md, round 12): the
+# membership stop at a tenth of the class-request step, checked after every step. Measured on every sample-request
+# cell of the grid it is no worse than the paper's method anywhere; the held-out accuracy match (round 3's default,
+# ``stop="heldout"``) was worse than the paper's method — which hands back the original there — on the
+# Fashion-MNIST sub-class cells, where the retrained model is the original to within 0.1 point.
+SAMPLE_REQUEST_DEFAULTS = {"stop": "membership", "lr": 0.05, "check_every": 1}
+
+
+def _chosen_options(config: Any, variant: str, overrides: dict) -> set[str]:
+    """The options the caller set: the overrides, the variant's preset, and a passed config's non-default fields."""
+    chosen = set(overrides) | set(VARIANTS[variant])
+    if config is not None:
+        default = MuMisConfig()
+        chosen |= {f.name for f in dataclasses.fields(MuMisConfig) if getattr(config, f.name) != getattr(default, f.name)}
+    return chosen
+
+
+def _sample_request_defaults(cfg: MuMisConfig, chosen: set[str]) -> MuMisConfig:
+    """Individual samples: a retrained model still classifies most of them, so forget accuracy → 0 is the wrong
+    target. A held-out comparison decides (and may decide that nothing needs to change); each option the caller did
+    not set takes its sample-request default, and a stop rule that reads no held-out set is replaced."""
+    updates = {k: v for k, v in SAMPLE_REQUEST_DEFAULTS.items() if k not in chosen}
+    if cfg.stop not in HELDOUT_STOPS:
+        updates["stop"] = SAMPLE_REQUEST_DEFAULTS["stop"]
+    return dataclasses.replace(cfg, **updates)
 
 
 @register
@@ -210,10 +237,8 @@ class MuMis(UnlearningMethod):
         super().__init__(config, **{**VARIANTS[variant], **overrides})
         if self.config.request not in REQUESTS:
             raise MumisError(f"MU-Mis option request={self.config.request!r} is not one of {REQUESTS}")
-        if self.config.request == "samples" and self.config.stop not in HELDOUT_STOPS:
-            # individual samples: a retrained model still classifies most of them, so forget accuracy → 0 is the
-            # wrong target; the held-out comparison decides (and may decide that nothing needs to change)
-            self.config = dataclasses.replace(self.config, stop="heldout", fa_floor=None)
+        if self.config.request == "samples":
+            self.config = _sample_request_defaults(self.config, chosen=_chosen_options(config, variant, overrides))
         for option, allowed in (("objective", OBJECTIVES), ("optimizer", OPTIMIZERS), ("stop", STOP_RULES),
                                 ("lr_scale", ("fixed", "sensitivity", "curvature")), ("update", ("all", "head"))):
             if getattr(self.config, option) not in allowed:
