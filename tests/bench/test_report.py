@@ -1,5 +1,5 @@
 """`mumis report`: the paper's table layout and readable PNG figures."""
-from mumis.bench.report import write_report
+from mumis.bench.report import trace_row, write_report
 
 
 def test_report_tables_have_the_paper_layout_and_figures_exist(tiny_db, tmp_path):
@@ -21,3 +21,16 @@ def test_report_tables_have_the_paper_layout_and_figures_exist(tiny_db, tmp_path
         png = (tmp_path / "report" / "figures" / name).read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
         assert f"figures/{name}" in text
+
+
+def test_trace_figure_shows_the_default_run_whatever_finished_first():
+    """A cell with "mumis (paper)" finished before "mumis" (a grid rerun after a default changed): the figure still
+    shows the default-labelled run, lowest seed first; no MU-Mis trace, no figure."""
+    rows = [{"method": "mumis (paper)", "method_name": "mumis", "seed": 0, "trace": [{"step": 0}]},
+            {"method": "mumis", "method_name": "mumis", "seed": 2, "trace": [{"step": 0}]},
+            {"method": "mumis", "method_name": "mumis", "seed": 1, "trace": [{"step": 0}]},
+            {"method": "ft", "method_name": "ft", "seed": 0}]
+    chosen = trace_row(rows)
+    assert (chosen["method"], chosen["seed"]) == ("mumis", 1)
+    assert trace_row(rows[:1])["method"] == "mumis (paper)"
+    assert trace_row(rows[3:]) is None

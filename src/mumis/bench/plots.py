@@ -17,7 +17,7 @@ def plot_trace(trace: list[dict], stop_reason: str, path: str | Path, delta: flo
     axes[0].set(title="forget accuracy (%)", xlabel="step", ylim=(-2, 102))
     axes[1].plot(steps, [r["loss"] for r in trace], "o-", color="tab:purple")
     axes[1].axhline(0, color="grey", lw=0.6)
-    axes[1].set(title="MU-Mis loss  mean(‖∇f_c‖² − ‖∇f_c'‖²)", xlabel="step")
+    axes[1].set(title="MU-Mis objective on D_f (the run's `objective` option)", xlabel="step")
     axes[2].plot(steps, [r["target"] for r in trace], "o-", label="target ‖∇x f_c‖")
     axes[2].plot(steps, [r["irrelevant"] for r in trace], "o-", label="irrelevant ‖∇x f_c'‖")
     if delta is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from pathlib import Path
+from typing import Optional
 
 import matplotlib
 
@@ -36,6 +37,13 @@ def latest_rows(rows: list[dict]) -> list[dict]:
     for r in rows:  # ResultStore.rows() is ordered by finish time
         latest[(r["dataset"], r["model"], r["task"], r["seed"], r["method"], r["step"])] = r
     return list(latest.values())
+
+
+def trace_row(rows: list[dict]) -> Optional[dict]:
+    """The MU-Mis row whose trace a cell's figure shows: the default-labelled run (label = method name) before any
+    variant (e.g. "mumis (paper)"), then the lowest seed — never whichever the database happened to finish first."""
+    traced = [r for r in rows if r["method_name"] == "mumis" and r.get("trace")]
+    return min(traced, key=lambda r: (r["method"] != r["method_name"], r["seed"]), default=None)
 
 
 def _cell(values: list, digits: int = 2) -> str:
@@ -173,11 +181,10 @@ def write_report(db: str | Path, out_dir: str | Path, title: str = "") -> Path:
             lines += [f"![sequential]({path.relative_to(out_dir)})", ""]
         else:
             by_dataset_model[(dataset, model)][task] = final
-        mumis_rows = sorted((r for r in final if r["method_name"] == "mumis" and r.get("trace")), key=lambda r: r["seed"])
-        if mumis_rows:
-            r = mumis_rows[0]
+        r = trace_row(final)
+        if r is not None:
             path = plot_trace(r["trace"], r.get("stop_reason", ""), fig_dir / f"trace-{_slug(dataset, model, task)}.png",
-                              title=f"MU-Mis on {dataset} · {model} · {task} (seed {r['seed']}, step {r['step']})")
+                              title=f"{r['method']} on {dataset} · {model} · {task} (seed {r['seed']}, step {r['step']})")
             lines += [f"![MU-Mis trace]({path.relative_to(out_dir)})", ""]
     if by_dataset_model:
         lines += ["## Input-sensitivity diagnostics", ""]
