@@ -205,6 +205,8 @@ PLAN = (
     # NVIDIA H100, seed 1 on this CPU (a reference pair: 70 min here); seed 2 did not fit in the session
     (["fashion_mnist"], ["resnet_wide"], ["random"], [0, 1], _SAMPLES + ["samples+membership", "newton"] + _ROUND10),
     (["fashion_mnist"], ["resnet_wide"], ["random"], [1], ["newton(all_layers+reproject+match_acc+ekfac+fine)"]),
+    # round 12: Sneaker inside "footwear" on Fashion-MNIST × resnet_wide (seeds 1, 2 on an NVIDIA H100)
+    (["fashion_mnist"], ["resnet_wide"], ["sub_class"], [1, 2], _SAMPLES + ["samples+membership", "newton"] + _ROUND10),
 )
 
 
