@@ -45,6 +45,9 @@ def test_demo_tiny_preset(tmp_path):
     retrain, original, mumis = rows
     assert retrain["avg_gap"] == 0 and retrain["fa"] == 0
     assert original["fa"] > 90
+    # reference rows also say where their model (and its wall time) was trained; a method row has no such model
+    assert retrain["versions"]["trained_on"] == original["versions"]["trained_on"] == "cpu"
+    assert "trained_on" not in mumis["versions"]
     assert mumis["fa"] < original["fa"] and mumis["extra"]["data_read"] == ["forget"]
     assert (out / "trace-mumis.png").stat().st_size > 10_000
     # a second run reuses the cached original and retrain models (same recorded training time)
@@ -63,9 +66,9 @@ def test_forget_eval_and_the_original_checkpoint_is_untouched(workdir):
     assert (_sha(ckpt), _sha(ckpt.with_suffix(".json"))) == before
     assert out.is_file() and out.with_suffix(".trace.png").is_file()
     meta = json.loads(out.with_suffix(".json").read_text())
-    assert meta["role"] == "unlearned" and meta["method"]["name"] == "mumis"
+    assert meta["role"] == "unlearned" and meta["method"]["name"] == "mumis" and meta["device"] == "cpu"
     trained = json.loads(ckpt.with_suffix(".json").read_text())
-    assert trained["accuracies"]["train"] > 90 and trained["accuracies"]["test"] > 80
+    assert trained["accuracies"]["train"] > 90 and trained["accuracies"]["test"] > 80 and trained["device"] == "cpu"
     table = _run("eval", ckpt, out, "--split", workdir / "split.json", "--forget", workdir / "forget.json",
                  "--reference", workdir / "retrain.safetensors").output
     assert "unlearned" in table and "Avg. Gap" in table

@@ -34,7 +34,7 @@ from mumis.errors import MumisError
 from mumis.methods import get_method, list_methods
 from mumis.metrics import accuracy, avg_gap, evaluate
 from mumis.models import create_model, list_models
-from mumis.runtime import seed_everything, stopwatch
+from mumis.runtime import device_name, seed_everything, stopwatch
 from mumis.training import CheckpointMeta, TrainRecipe, fit, load_checkpoint, save_checkpoint
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Machine unlearning without the remaining data.")
@@ -168,7 +168,7 @@ def train(
                               dataset=sp.dataset, classes=list(train_set.classes), split_sha256=sp.sha256, role=role,
                               seed=seed, forget_sha256=forget_sha, recipe=recipe.to_dict(), wall_s=report.wall_s,
                               accuracies={"train": accuracy(net, train_set), "test": accuracy(net, test_set)},
-                              processes=distributed.world_size())
+                              processes=distributed.world_size(), device=device_name())
         save_checkpoint(out, net, meta)
     console.print(f"{role} model → {out} ({report.wall_s:.1f} s on {meta.processes} process(es); train acc "
                   f"{meta.accuracies['train']:.2f} %, test acc {meta.accuracies['test']:.2f} %)")

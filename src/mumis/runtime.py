@@ -181,12 +181,17 @@ def versions() -> dict[str, str]:
 
     from mumis import __version__
 
-    dev = device()
     return {
         "mumis": __version__,
         "torch": torch.__version__,
         "numpy": np.__version__,
         "sklearn": sklearn.__version__,
         "python": sys.version.split()[0],
-        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type,
+        "device": device_name(),
     }
+
+
+def device_name() -> str:
+    """``cpu`` or the GPU's name: what result rows and checkpoint sidecars record as where they were computed."""
+    dev = device()
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type

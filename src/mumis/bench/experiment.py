@@ -25,7 +25,7 @@ from mumis.data import (
 )
 from mumis.methods import DataRole, GrantedData, MethodResult, UnlearningMethod, get_method, grant, quiet_method, run_method
 from mumis.metrics import avg_gap, evaluate
-from mumis.runtime import Stopwatch, peak_memory_mb, reset_peak_memory, seed_everything, stopwatch, versions
+from mumis.runtime import Stopwatch, device_name, peak_memory_mb, reset_peak_memory, seed_everything, stopwatch, versions
 from mumis.training import CheckpointMeta, TrainRecipe, save_checkpoint
 
 
@@ -58,12 +58,18 @@ def persisted_split(bundle, seed: int, cache_dir: Path, holdout_fraction: float 
     return split
 
 
-def _row(name: str, cfg: ExperimentConfig, task: TaskData, metrics: dict, wall_s: float, **extra) -> ResultRow:
+def _row(name: str, cfg: ExperimentConfig, task: TaskData, metrics: dict, wall_s: float,
+         trained: Optional[CheckpointMeta] = None, **extra) -> ResultRow:
+    """One result row; a reference row (``trained``: its checkpoint's sidecar) also records where the model was
+    trained — its wall time is the training time, which the scoring machine did not measure."""
+    env = versions()
+    if trained is not None:
+        env["trained_on"] = trained.device or "not recorded"
     return ResultRow(
         method=name, task=cfg.task, dataset=cfg.dataset, model=cfg.model, seed=cfg.seed,
         fa=metrics["fa"], ra=metrics["ra"], ta=metrics["ta"], mia=metrics["mia"], avg_gap=math.nan,
         forgotten_test_acc=metrics["forgotten_test_acc"], wall_s=wall_s, split_hash=task.split.sha256,
-        forget_hash=task.forget_set.sha256, peak_mem_mb=peak_memory_mb(), git_sha=git_sha(), versions=versions(),
+        forget_hash=task.forget_set.sha256, peak_mem_mb=peak_memory_mb(), git_sha=git_sha(), versions=env,
         **extra,
     )
 
@@ -89,7 +95,7 @@ def save_unlearned(
     """Write the unlearned checkpoint, its sidecar derived from the model it came from, and (with ``trace_stem``)
     the stop trace as ``<stem>.json`` and ``<stem>.png``. Returns the PNG's path when one was written."""
     meta = dataclasses.replace(
-        base_meta, role="unlearned", forget_sha256=task.forget_set.sha256, wall_s=wall_s,
+        base_meta, role="unlearned", forget_sha256=task.forget_set.sha256, wall_s=wall_s, device=device_name(),
         method={"name": method.name, "config": method.config_dict(), "stop_reason": result.stop_reason,
                 "steps": result.steps},
         accuracies={k: metrics[k] for k in ("fa", "ra", "ta")},
@@ -123,10 +129,12 @@ def run_experiment(
     rows = []
     original, original_meta, _ = trained_reference("original", train, cfg.model, split, cfg.recipe, cfg.seed, cache_dir,
                                                    show_progress=show_progress, test=test)
-    rows.append(_row("original", cfg, task, evaluate(original, task), original_meta.wall_s, config_hash=base_hash))
+    rows.append(_row("original", cfg, task, evaluate(original, task), original_meta.wall_s, trained=original_meta,
+                     config_hash=base_hash))
     retrain, retrain_meta, _ = trained_reference("retrain", task.retain, cfg.model, split, cfg.recipe, cfg.seed, cache_dir,
                                                  forget_sha=forget_set.sha256, show_progress=show_progress, test=test)
-    rows.insert(0, _row("retrain", cfg, task, evaluate(retrain, task), retrain_meta.wall_s, config_hash=base_hash))
+    rows.insert(0, _row("retrain", cfg, task, evaluate(retrain, task), retrain_meta.wall_s, trained=retrain_meta,
+                        config_hash=base_hash))
 
     surrogate = None
     if cfg.surrogate:

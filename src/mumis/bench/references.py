@@ -15,7 +15,7 @@ from torch import nn
 from mumis.data import ImageDataset, Split
 from mumis.metrics import accuracy
 from mumis.models import create_model
-from mumis.runtime import cache_root, seed_everything
+from mumis.runtime import cache_root, device_name, seed_everything
 from mumis.training import CheckpointMeta, TrainRecipe, fit, load_checkpoint, save_checkpoint
 
 
@@ -45,7 +45,7 @@ def trained_reference(
     meta = CheckpointMeta(
         architecture=architecture, num_classes=data.num_classes, in_channels=data.in_channels, dataset=split.dataset,
         classes=list(data.classes), split_sha256=split.sha256, role=role, seed=seed, forget_sha256=forget_sha,
-        recipe=recipe.to_dict(), wall_s=report.wall_s,
+        recipe=recipe.to_dict(), wall_s=report.wall_s, device=device_name(),
         accuracies={"train": accuracy(model, data), **({"test": accuracy(model, test)} if test is not None else {})},
     )
     save_checkpoint(path, model, meta)

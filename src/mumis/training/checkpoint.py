@@ -39,6 +39,9 @@ class CheckpointMeta:
     accuracies: dict = field(default_factory=dict)
     wall_s: float = 0.0
     processes: int = 1  # how many data-parallel processes trained it (torchrun)
+    # where it was trained: "cpu" or the GPU's name (None: a checkpoint written before the field). ``wall_s`` means
+    # nothing without it, and a cached reference may be scored on another machine than the one that trained it
+    device: Optional[str] = None
 
     def check_split(self, split: Split) -> None:
         if self.split_sha256 != split.sha256:
