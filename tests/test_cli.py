@@ -50,8 +50,10 @@ def test_demo_tiny_preset(tmp_path):
     assert "trained_on" not in mumis["versions"]
     assert mumis["fa"] < original["fa"] and mumis["extra"]["data_read"] == ["forget"]
     assert (out / "trace-mumis.png").stat().st_size > 10_000
-    # a second run reuses the cached original and retrain models (same recorded training time)
-    _run("demo", "--preset", "tiny", "--out", out, "--cache-dir", tmp_path / "cache", "--no-progress")
+    # a second run into the same folder must be asked for; it reuses the cached models (same recorded training time)
+    refused = _run("demo", "--preset", "tiny", "--out", out, "--cache-dir", tmp_path / "cache", "--no-progress", ok=False)
+    assert refused.exit_code == 2 and "--overwrite" in refused.output
+    _run("demo", "--preset", "tiny", "--out", out, "--cache-dir", tmp_path / "cache", "--no-progress", "--overwrite")
     again = json.loads((out / "results.json").read_text())
     assert again[0]["wall_s"] == retrain["wall_s"] and again[1]["wall_s"] == original["wall_s"]
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import typing
 from functools import wraps
@@ -13,11 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 from mumis import distributed
-from mumis.audit import manifest_path
 from mumis.bench import ExperimentConfig, print_table, run_experiment
 from mumis.bench.grid import load_grid, preset_names
 from mumis.bench.report import print_gap_summary, write_report
-from mumis.bench.requests import prepare_request, serve_request, verify_manifest
 from mumis.bench.results import ResultRow
 from mumis.bench.runner import run_grid
 from mumis.data import (
@@ -34,8 +33,10 @@ from mumis.errors import MumisError
 from mumis.methods import get_method, list_methods
 from mumis.metrics import accuracy, avg_gap, evaluate
 from mumis.models import create_model, list_models
+from mumis.outputs import plan_folder, plan_outputs
 from mumis.runtime import device_name, seed_everything, stopwatch
-from mumis.training import CheckpointMeta, TrainRecipe, fit, load_checkpoint, save_checkpoint
+from mumis.serving import manifest_path, prepare_request, read_ids, serve_request, verify_manifest
+from mumis.training import CheckpointMeta, TrainRecipe, fit, load_checkpoint, nonfinite_tensors, save_checkpoint, sidecar_path
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Machine unlearning without the remaining data.")
 # Wide enough for the result table even when stdout is not a terminal (rich falls back to 80 columns).
@@ -90,6 +91,16 @@ def parse_options(method: str, pairs: List[str]) -> dict:
     return out
 
 
+def check_training_options(epochs: int, batch_size: int, lr: float) -> None:
+    """The ranges a training run needs, checked at the edge (a zero batch divides by zero, a NaN lr trains NaN)."""
+    if epochs < 1:
+        raise MumisError(f"--epochs must be at least 1, got {epochs}")
+    if batch_size < 1:
+        raise MumisError(f"--batch-size must be at least 1, got {batch_size}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise MumisError(f"--lr must be a finite number above 0, got {lr}")
+
+
 @app.command("list")
 def list_cmd():
     """List the registered datasets, models and methods."""
@@ -110,18 +121,20 @@ def split(
     forget_random: Optional[float] = typer.Option(None, help="random request: this fraction of the training set"),
     forget_ids: Optional[Path] = typer.Option(None, help="explicit request: a text file of training-pool ids, one per line"),
     data_dir: Optional[Path] = typer.Option(None, help="where user-supplied dataset files live"),
+    overwrite: bool = typer.Option(False, help="replace split.json / forget.json in --out if they exist"),
 ):
     """Make and persist a train/test split (and optionally a forget set) with their SHA-256."""
-    bundle = load_dataset(dataset, data_dir)
-    sp = make_split(bundle, seed)
     requests = [(k, v) for k, v in (("full_class", forget_class), ("sub_class", forget_subclass), ("random", forget_random)) if v is not None]
     if len(requests) + (forget_ids is not None) > 1:
         raise MumisError("give one forget request: --forget-class, --forget-subclass, --forget-random or --forget-ids")
+    names = ["split.json"] + (["forget.json"] if requests or forget_ids is not None else [])
+    plan_folder(out, names, [forget_ids], overwrite)
+    ids = read_ids(forget_ids)[0] if forget_ids is not None else None
+    bundle = load_dataset(dataset, data_dir)
+    sp = make_split(bundle, seed)
     fs = None
-    if forget_ids is not None:
-        if not forget_ids.is_file():
-            raise MumisError(f"--forget-ids file {forget_ids} does not exist")
-        fs = explicit_ids(sp, [int(t) for t in forget_ids.read_text().split()])
+    if ids is not None:
+        fs = explicit_ids(sp, ids)
     elif requests:
         train_set, _ = sp.materialise(bundle)
         fs = build_forget_set(requests[0][0], train_set, sp, requests[0][1], seed=seed)
@@ -143,11 +156,16 @@ def train(
     epochs: int = typer.Option(12), batch_size: int = typer.Option(128), lr: float = typer.Option(0.05),
     seed: int = typer.Option(0),
     data_dir: Optional[Path] = typer.Option(None),
+    overwrite: bool = typer.Option(False, help="replace --out (and its sidecar) if it exists"),
 ):
     """Train an original model (or, with --forget, the retrain reference) through the one training loop.
 
     Under ``torchrun --nproc-per-node N`` the N processes train one model with DistributedDataParallel (global
     batch = --batch-size); rank 0 alone writes the checkpoint."""
+    check_training_options(epochs, batch_size, lr)
+    if out.suffix != ".safetensors":
+        raise MumisError(f"--out must end in .safetensors, got {out}")
+    plan_outputs([out, sidecar_path(out)], [split_file, forget_file], overwrite)
     sp = Split.load(split_file)
     bundle = load_dataset(sp.dataset, data_dir)
     train_set, test_set = sp.materialise(bundle)
@@ -164,6 +182,11 @@ def train(
         report = fit(net, train_set, recipe, seed=seed, description=f"{role} ({model})")
         if not distributed.is_main():
             return
+        bad = nonfinite_tensors(net.state_dict())
+        if bad:
+            raise MumisError(f"training diverged: {len(bad)} of {len(net.state_dict())} tensors are NaN or infinite after "
+                             f"{epochs} epoch(s) at --lr {lr:g} (first: {bad[0]!r}); nothing was written. Try a smaller "
+                             f"--lr (the default is 0.05).")
         meta = CheckpointMeta(architecture=model, num_classes=train_set.num_classes, in_channels=train_set.in_channels,
                               dataset=sp.dataset, classes=list(train_set.classes), split_sha256=sp.sha256, role=role,
                               seed=seed, forget_sha256=forget_sha, recipe=recipe.to_dict(), wall_s=report.wall_s,
@@ -211,12 +234,14 @@ def forget(
 
     Every input is checked before any work starts; the outputs are written only after the method finished, via
     temporary files, so an error or Ctrl-C leaves no partial output, and the input checkpoint is never touched."""
+    if surrogate_size < 1:
+        raise MumisError(f"--surrogate-size must be at least 1, got {surrogate_size}")
     request = prepare_request(checkpoint, model_path, data, split_file, ids, forget_class, forget_file, out, overwrite,
-                              method, parse_options(method, option), surrogate, surrogate_size, data_dir)
+                              method, parse_options(method, option), surrogate, surrogate_size, data_dir, trace=trace)
     if request.request.get("duplicates_dropped"):
         err_console.print(f"[yellow]warning:[/] {ids}: {request.request['duplicates_dropped']} duplicate id(s) dropped; "
                           "each sample is forgotten once")
-    result = serve_request(request, trace=trace)
+    result = serve_request(request)
     console.print(f"{method}: stopped after {result['stop']['steps']} steps ({result['stop']['reason']}) in "
                   f"{result['wall_s']:.2f} s; read {result['method']['data_read']} data → {out}")
     console.print(f"forget accuracy {result['before']['fa']:.2f} → {result['after']['fa']:.2f} %, "
@@ -278,11 +303,15 @@ def demo(
     progress: bool = typer.Option(True, help="show progress bars"),
     methods: str = typer.Option("mumis", help="comma-separated registered methods, or 'all' (retrain and original "
                                               "are always the first two rows)"),
+    overwrite: bool = typer.Option(False, help="replace the results of an earlier run in --out"),
 ):
     """Train an original model and the retrain reference, run the methods (MU-Mis by default), print the table."""
     if preset not in DEMO_PRESETS:
         raise MumisError(f"unknown preset {preset!r}; choose one of: {', '.join(DEMO_PRESETS)}")
     names = _demo_methods(methods)
+    plan_folder(out, ["split.json", "forget.json", "results.json"] + [
+        f"{n}{ext}" for n in names for ext in (".safetensors", ".json")] + [
+        f"trace-{n}{ext}" for n in names for ext in (".json", ".png")], [], overwrite)
     entries = tuple((n, ()) for n in names)  # every method at its defaults (MU-Mis: a class request)
     surrogate = DEMO_SURROGATES[preset] if "scar" in names else None
     if surrogate and not _loadable(surrogate):
@@ -352,11 +381,20 @@ def report(
     db: Path = typer.Argument(..., help="a results database written by `mumis bench`"),
     out: Optional[Path] = typer.Option(None, help="folder for report.md and figures/ (default: beside the database)"),
     title: str = typer.Option("", help="the report's heading"),
+    overwrite: bool = typer.Option(False, help="replace an earlier report (report.md and figures/) in the folder"),
 ):
     """Markdown tables in the paper's layout and PNG figures from a results database."""
     if not db.is_file():
         raise MumisError(f"{db} does not exist; run `mumis bench GRID --db {db}` first")
-    path = write_report(db, out or db.with_suffix(""), title)
+    folder = out or db.with_suffix("")
+    plan_folder(folder, ["report.md"], [db], overwrite)
+    figures = folder / "figures"
+    if figures.exists() and not figures.is_dir():
+        raise MumisError(f"{figures} is a file, but the report writes its figures there; choose another --out")
+    taken = sorted(figures.glob("*.png")) if figures.is_dir() else []
+    if taken and not overwrite:
+        raise MumisError(f"{figures} already holds {len(taken)} figure(s); pass --overwrite to replace them")
+    path = write_report(db, folder, title)
     console.print(f"report → {path}")
 
 

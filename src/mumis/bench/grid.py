@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -43,6 +44,7 @@ from mumis.data import TaskSpec, parse_task
 from mumis.errors import MumisError
 from mumis.methods import method_options
 from mumis.metrics import SuiteOptions
+from mumis.schema import INT, OBJECT, STR, Kind, hint_kind, list_of
 from mumis.training import TrainRecipe
 
 REFERENCE_ROLES = ("original", "retrain")
@@ -144,30 +146,50 @@ class GridSpec:
 
 
 def _typed(cls, table: dict, what: str):
+    if not isinstance(table, dict):
+        raise MumisError(f"[{what}] must be a table of {cls.__name__} fields, got {table!r}")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(table) - known)
     if unknown:
         raise MumisError(f"unknown key(s) {unknown} in [{what}]; allowed: {sorted(known)}")
+    hints = typing.get_type_hints(cls)
+    for key, value in table.items():
+        kind = hint_kind(hints[key])
+        if kind is not None and not kind.accepts(value):
+            raise MumisError(f"[{what}] {key} must be {kind.describe}, got {value!r}")
     try:
         return cls(**table)
-    except ValueError as err:
+    except (ValueError, TypeError) as err:
         raise MumisError(f"[{what}]: {err}") from None
 
 
 def _method_entry(table: dict) -> MethodEntry:
-    if "name" not in table:
-        raise MumisError(f"a [[methods]] entry needs a name; got {table}")
+    if not isinstance(table.get("name"), str):
+        raise MumisError(f"a [[methods]] entry needs a name (a string); got {table}")
     unknown = sorted(set(table) - {"name", "label", "options", "task_options"})
     if unknown:
         raise MumisError(f"unknown key(s) {unknown} in [[methods]] {table['name']!r}; use name, label, options, task_options")
     accepted = method_options(table["name"])  # also rejects an unknown method name
     per_task = table.get("task_options", {})
+    if not isinstance(per_task, dict) or not all(isinstance(v, dict) for v in [table.get("options", {}), *per_task.values()]):
+        raise MumisError(f"method {table['name']!r}: options and task_options.KIND must be tables of KEY = VALUE")
+    if not isinstance(table.get("label", ""), str):
+        raise MumisError(f"method {table['name']!r}: label must be a string")
     for opts in [table.get("options", {}), *per_task.values()]:
         bad = sorted(set(opts) - accepted)
         if bad:
             raise MumisError(f"method {table['name']!r} has no option(s) {bad}; its options are {sorted(accepted)}")
     return MethodEntry(table["name"], table.get("label", ""), tuple(sorted(table.get("options", {}).items())),
                        tuple(sorted((k, tuple(sorted(v.items()))) for k, v in per_task.items())))
+
+
+_GRID_KINDS = {
+    "name": STR, "datasets": list_of(STR), "models": list_of(STR), "seeds": list_of(INT), "data_dir": STR,
+    "tasks": Kind("a list of task tables (or kind names)", lambda v: isinstance(v, list) and all(isinstance(t, (str, dict)) for t in v)),
+    "methods": list_of(Kind("a [[methods]] table", lambda v: isinstance(v, dict))),
+    "recipe": OBJECT, "recipes": Kind("a table of [recipes.DATASET] tables", lambda v: isinstance(v, dict) and all(isinstance(t, dict) for t in v.values())),
+    "suite": OBJECT,
+}
 
 
 def parse_grid(text: str, source: str = "grid") -> GridSpec:
@@ -180,6 +202,10 @@ def parse_grid(text: str, source: str = "grid") -> GridSpec:
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise MumisError(f"unknown key(s) {unknown} in {source}; allowed: {sorted(allowed)}")
+    for key, value in raw.items():
+        kind = _GRID_KINDS[key]
+        if not kind.accepts(value):
+            raise MumisError(f"{source}: {key} must be {kind.describe}, got {str(value)[:60]!r}")
     missing = [k for k in ("datasets", "models", "tasks", "methods") if not raw.get(k)]
     if missing:
         raise MumisError(f"{source} must list {', '.join(missing)}")
@@ -196,7 +222,10 @@ def parse_grid(text: str, source: str = "grid") -> GridSpec:
 
 def _grid_task(entry, datasets) -> GridTask:
     entry = {"kind": entry} if isinstance(entry, str) else dict(entry)
-    only = tuple(entry.pop("datasets", ()))
+    only = entry.pop("datasets", [])
+    if not list_of(STR).accepts(only):
+        raise MumisError(f"task {entry}: datasets must be a list of dataset names, got {only!r}")
+    only = tuple(only)
     stray = sorted(set(only) - set(datasets))
     if stray:
         raise MumisError(f"task {entry} names dataset(s) {stray} that the grid does not list in `datasets`")

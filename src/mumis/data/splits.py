@@ -19,6 +19,7 @@ import numpy as np
 
 from mumis.data.dataset import DatasetBundle, ImageDataset
 from mumis.errors import MumisError
+from mumis.schema import INDEX, INT, OBJECT, SHA256, STR, check_fields, list_of, one_of, optional
 
 
 def _digest(content: dict) -> str:
@@ -66,24 +67,40 @@ class _HashedRecord:
 
     @classmethod
     def load(cls, path: str | Path):
+        """Read, schema-check, hash-check and content-check an index file: anything wrong is one MumisError."""
         path = Path(path)
+        fix = "recreate it with `mumis split`; never edit index files by hand."
         if not path.is_file():
             raise MumisError(f"{cls.kind} file {path} does not exist; create it with `mumis split`.")
         try:
-            payload = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise MumisError(f"{path} is not valid JSON ({err}); recreate it with `mumis split`.") from None
-        if payload.pop("kind", None) != cls.kind:
+            payload = json.loads(path.read_bytes().decode("utf-8-sig"))
+        except UnicodeDecodeError:
+            raise MumisError(f"{path} is not UTF-8 text; {fix}") from None
+        except (json.JSONDecodeError, RecursionError) as err:
+            raise MumisError(f"{path} is not valid JSON ({str(err)[:80]}); {fix}") from None
+        if not isinstance(payload, dict) or payload.get("kind") != cls.kind:
             raise MumisError(f"{path} is not a {cls.kind} file; pass the file `mumis split` wrote for it.")
-        stored = payload.pop("sha256", None)
-        record = cls(**{k: (np.asarray(v, dtype=np.int64) if isinstance(v, list) and k in cls._ARRAYS else v)
-                        for k, v in payload.items()})
+        check_fields(payload, {"kind": STR, "sha256": STR, **cls._SCHEMA}, str(path), fix,
+                     optional_fields=cls._OPTIONAL)
+        stored = payload.pop("sha256")
+        del payload["kind"]
+        record = cls(**{k: (np.asarray(v, dtype=np.int64) if k in cls._ARRAYS else v) for k, v in payload.items()})
         if stored != record.sha256:
             raise MumisError(
                 f"{path} was modified after it was written (SHA-256 mismatch: file says {stored}, content hashes "
                 f"to {record.sha256}). Recreate it with `mumis split`; never edit index files by hand."
             )
+        record.validate(str(path), fix)
         return record
+
+    _OPTIONAL: tuple[str, ...] = ()
+
+    def validate(self, source: str, fix: str) -> None:
+        """Content rules beyond the schema (a hash proves a file unedited, not that its content makes sense)."""
+        for name in self._ARRAYS:
+            values = getattr(self, name)
+            if len(np.unique(values)) != len(values):
+                raise MumisError(f"{source}: field {name!r} lists a sample more than once; {fix}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,6 +120,16 @@ class Split(_HashedRecord):
 
     kind = "split"
     _ARRAYS = ("train", "test")
+    _SCHEMA = {"dataset": STR, "seed": INT, "test_from": one_of("official", "holdout"), "data_fingerprint": STR,
+               "train": list_of(INDEX), "test": list_of(INDEX)}
+
+    def validate(self, source: str, fix: str) -> None:
+        super().validate(source, fix)
+        if len(self.train) == 0:
+            raise MumisError(f"{source}: field 'train' is empty, so no model can be trained on this split; {fix}")
+        if self.test_from == "holdout" and np.intersect1d(self.train, self.test).size:
+            raise MumisError(f"{source}: fields 'train' and 'test' share samples (a held-out sample must never be "
+                             f"trained on); {fix}")
 
     def check_matches(self, bundle: DatasetBundle) -> None:
         if bundle.name != self.dataset:
@@ -112,6 +139,12 @@ class Split(_HashedRecord):
                 f"the split file does not match the {bundle.name!r} data on this machine (different size or labels). "
                 "Make a new split with `mumis split` for this copy of the data."
             )
+        test_pool = bundle.train if self.test_from == "holdout" else bundle.test
+        for name, values, pool in (("train", self.train, bundle.train), ("test", self.test, test_pool)):
+            size = 0 if pool is None else len(pool)
+            if len(values) and int(values.max()) >= size:
+                raise MumisError(f"the split's {name!r} names sample {int(values.max())}, but {bundle.name!r} has "
+                                 f"{size} samples there; make a new split with `mumis split`.")
 
     def materialise(self, bundle: DatasetBundle) -> tuple[ImageDataset, ImageDataset]:
         """The (train, test) datasets this split describes; refuses data it was not made for."""
@@ -160,6 +193,15 @@ class ForgetSet(_HashedRecord):
     kind = "forget-set"
     _ARRAYS = ("indices",)
     _ADDED_LATER = ("forgotten_classes", "forgotten_fines")
+    _SCHEMA = {"request": STR, "params": OBJECT, "split_sha256": SHA256, "indices": list_of(INDEX),
+               "forgotten_class": optional(INT), "forgotten_fine": optional(INT),
+               "forgotten_classes": optional(list_of(INT)), "forgotten_fines": optional(list_of(INT))}
+    _OPTIONAL = ("forgotten_class", "forgotten_fine", "forgotten_classes", "forgotten_fines")
+
+    def validate(self, source: str, fix: str) -> None:
+        super().validate(source, fix)
+        if len(self.indices) == 0:
+            raise MumisError(f"{source}: field 'indices' is empty: the request names no sample; {fix}")
 
     def content(self) -> dict:
         # Fields added after forget files were first written stay out of the hash while unset, so every
@@ -173,6 +215,9 @@ class ForgetSet(_HashedRecord):
                 f"the forget set was drawn from split {self.split_sha256[:12]}…, but the split given is "
                 f"{split.sha256[:12]}…; pass the split file the forget set was made with."
             )
+        if int(self.indices.max()) >= len(split.train):
+            raise MumisError(f"the forget set names position {int(self.indices.max())}, but the split has only "
+                             f"{len(split.train)} training samples; recreate the forget set with `mumis split`.")
 
     def partition(self, train: ImageDataset) -> tuple[ImageDataset, ImageDataset]:
         """(forget, retain) subsets of the split's training set."""
@@ -235,12 +280,12 @@ def random_fraction(train: ImageDataset, split: Split, fraction: float, seed: in
 
 def explicit_ids(split: Split, ids) -> ForgetSet:
     """The training-pool sample ids a user names (e.g. from a deletion request); each must be in the split's train."""
-    ids = np.asarray(list(ids), dtype=np.int64)
+    ids = [int(i) for i in ids]  # Python ints: an id beyond int64 is simply not in the split
     position = {int(v): i for i, v in enumerate(split.train)}
-    unknown = [int(i) for i in ids if int(i) not in position]
+    unknown = [i for i in ids if i not in position]
     if unknown:
         raise MumisError(f"sample ids {unknown[:10]} are not in this split's training set; a model cannot forget data it never saw.")
-    idx = _nonempty(np.unique([position[int(i)] for i in ids]), "no ids were given")
+    idx = _nonempty(np.unique(np.asarray([position[i] for i in ids], dtype=np.int64)), "no ids were given")
     return ForgetSet("ids", {"count": len(idx)}, split.sha256, idx)
 
 

@@ -128,10 +128,13 @@ def run_method(method: UnlearningMethod, model: nn.Module, data: GrantedData, nu
 
 
 def raise_if_diverged(result: MethodResult, method: str, unchanged: str) -> None:
-    """A run that ended on a non-finite or exploding loss (``stop_reason == "diverged"``) or with non-finite weights
-    is an error for a caller serving a request: name the step, and say what was left unchanged."""
-    import torch
+    """A run that ended on a non-finite or exploding loss (``stop_reason == "diverged"``) or with a non-finite weight
+    or buffer is an error for a caller serving a request: name the step (or the tensor), and say what was left
+    unchanged."""
+    from mumis.training.checkpoint import nonfinite_tensors
 
-    if result.stop_reason == "diverged" or not all(torch.isfinite(p).all() for p in result.model.parameters()):
-        raise MumisError(f"{method} diverged at step {result.steps + 1} (non-finite or exploding loss); {unchanged}. "
-                         "Try a smaller step (e.g. the MU-Mis default, or a lower lr).")
+    bad = nonfinite_tensors(result.model.state_dict())
+    if result.stop_reason == "diverged" or bad:
+        where = f"; {bad[0]!r} holds NaN or infinite values" if bad else ""
+        raise MumisError(f"{method} diverged at step {result.steps + 1} (non-finite or exploding loss{where}); "
+                         f"{unchanged}. Try a smaller step (e.g. the MU-Mis default, or a lower lr).")

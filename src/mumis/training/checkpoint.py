@@ -21,6 +21,16 @@ from mumis.data import Split
 from mumis.data.splits import publish_mode
 from mumis.errors import MumisError
 from mumis.models import create_model
+from mumis.schema import INT, NUMBER, OBJECT, POSITIVE_INT, STR, bounded_int, check_fields, list_of, optional
+
+SIDECAR_SCHEMA = {
+    "architecture": STR, "num_classes": bounded_int(1, 100_000), "in_channels": bounded_int(1, 1024), "dataset": STR,
+    "classes": list_of(STR), "split_sha256": STR, "role": STR, "seed": INT, "forget_sha256": optional(STR),
+    "recipe": OBJECT, "method": optional(OBJECT), "accuracies": OBJECT, "wall_s": NUMBER, "processes": POSITIVE_INT,
+    "device": optional(STR),
+}
+# fields with a default: sidecars written before they existed still load
+SIDECAR_OPTIONAL = ("seed", "forget_sha256", "recipe", "method", "accuracies", "wall_s", "processes", "device")
 
 
 @dataclass
@@ -44,6 +54,9 @@ class CheckpointMeta:
     device: Optional[str] = None
 
     def check_split(self, split: Split) -> None:
+        if self.dataset != split.dataset:
+            raise MumisError(f"the checkpoint was trained on {self.dataset!r} but the split is of {split.dataset!r}; "
+                             "pass the split file the checkpoint was trained with.")
         if self.split_sha256 != split.sha256:
             raise MumisError(
                 f"the checkpoint was trained on split {self.split_sha256[:12]}…, but the split given is "
@@ -56,13 +69,24 @@ def sidecar_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
+def nonfinite_tensors(state: dict) -> list[str]:
+    """Names of the floating-point tensors in a state dict that hold a NaN or an infinity, in order."""
+    import torch
+
+    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
 def save_checkpoint(path: str | Path, model: nn.Module, meta: CheckpointMeta) -> Path:
-    """Write weights and sidecar atomically (temporary files, then rename)."""
+    """Write weights and sidecar atomically (temporary files, then rename). Non-finite weights are never written."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise MumisError(f"checkpoint paths end in .safetensors, got {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise MumisError(f"not writing {path}: {len(bad)} of {len(state)} tensors hold NaN or infinite values (first: "
+                         f"{bad[0]!r}); the run that produced them diverged — try a smaller learning rate.")
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     side_fd, side_tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{sidecar_path(path).name}.", suffix=".tmp")
@@ -92,10 +116,15 @@ def read_meta(path: str | Path) -> CheckpointMeta:
         raise MumisError(f"checkpoint {path} does not exist")
     if not side.is_file():
         raise MumisError(f"checkpoint {path} has no sidecar {side}; mumis checkpoints are written by `mumis train`.")
+    fix = "a sidecar is written by `mumis train` (or mumis.training.save_checkpoint); restore it from there."
     try:
-        return CheckpointMeta(**json.loads(side.read_text()))
-    except (json.JSONDecodeError, TypeError) as err:
-        raise MumisError(f"{side} is not a mumis checkpoint sidecar ({err})") from None
+        payload = json.loads(side.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise MumisError(f"{side} is not UTF-8 text; {fix}") from None
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise MumisError(f"{side} is not valid JSON ({str(err)[:80]}); {fix}") from None
+    check_fields(payload, SIDECAR_SCHEMA, str(side), fix, optional_fields=SIDECAR_OPTIONAL)
+    return CheckpointMeta(**payload)
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
@@ -114,6 +143,10 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
             for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if keys
         )
         raise MumisError(f"{path} does not match the model ({details}). Use the architecture it was saved from.")
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise MumisError(f"{path}: tensor {bad[0]!r} holds NaN or infinite values ({len(bad)} of {len(state)} tensors "
+                         "do); the checkpoint is corrupt or its training diverged — restore a good copy or retrain it.")
     model.load_state_dict(state, strict=True)
     return model
 

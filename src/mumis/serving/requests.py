@@ -11,14 +11,17 @@ from typing import Optional
 import numpy as np
 from torch import nn
 
-from mumis.audit import (
+from mumis.serving.audit import (
     MANIFEST_VERSION,
     check_output,
+    edited_fields,
     file_sha256,
     ids_sha256,
     load_manifest,
     manifest_path,
+    manifest_text,
     now,
+    output_files,
     read_ids,
     refuse_pickle,
     resolve_data,
@@ -54,6 +57,7 @@ class DeletionRequest:
     method: UnlearningMethod
     surrogate: Optional[ImageDataset]
     out: Path
+    trace: bool = False  # also write the stop trace (JSON and PNG) beside the checkpoint
 
 
 def _one(what: str, **given):
@@ -82,17 +86,16 @@ def _forget_set(kind: str, value, split, train) -> tuple[ForgetSet, dict]:
 
 def prepare_request(checkpoint, model_path, data, split_file, ids, forget_class, forget_file, out: Path, overwrite: bool,
                     method: str, options: dict, surrogate: Optional[str], surrogate_size: int,
-                    data_dir: Optional[Path]) -> DeletionRequest:
-    """Every check that can fail, before any work: names, files, hashes, shapes, classes, the output location."""
+                    data_dir: Optional[Path], trace: bool = False) -> DeletionRequest:
+    """Every check that can fail, before any work: names, files, hashes, shapes, classes, every output file."""
     _, ckpt = _one("model", checkpoint=checkpoint, model=model_path)
     ckpt = Path(ckpt)
     refuse_pickle(ckpt)
     _, spec = _one("data description", data=data, split=split_file)
     kind, value = _one("forget request", ids=ids, **{"class": forget_class}, forget=forget_file)
     kind = {"forget": "forget_file"}.get(kind, kind)
-    check_output(out, [ckpt, Path(spec)] + ([Path(value)] if kind != "class" else []), overwrite)
-    if manifest_path(out).exists() and not overwrite:
-        raise MumisError(f"{manifest_path(out)} already exists; pass --overwrite to replace it")
+    check_output(out, [ckpt, sidecar_path(ckpt), Path(spec)] + ([Path(value)] if kind != "class" else []), overwrite,
+                 trace)
     if kind == "ids" and "request" in method_options(method) and "request" not in options:
         options = {**options, "request": "samples"}  # ids name samples, not a class: a method that tells them apart is told
     unlearner = get_method(method, **options)  # unknown method / option: fail before loading anything
@@ -109,7 +112,8 @@ def prepare_request(checkpoint, model_path, data, split_file, ids, forget_class,
                          "scratch on new data instead of unlearning.")
     task = task_from_views(train, test, split, fs)
     extra = as_surrogate(load_dataset(surrogate, data_dir).train, task.retain, surrogate_size, meta.seed) if surrogate else None
-    return DeletionRequest(ckpt, model, meta, str(spec), task, {**described, "forget_sha256": fs.sha256}, unlearner, extra, out)
+    return DeletionRequest(ckpt, model, meta, str(spec), task, {**described, "forget_sha256": fs.sha256}, unlearner, extra,
+                           out, trace)
 
 
 def _forget_metrics(model: nn.Module, task: TaskData) -> dict:
@@ -118,7 +122,7 @@ def _forget_metrics(model: nn.Module, task: TaskData) -> dict:
     return {"fa": metrics["fa"], "mia": metrics["mia"]}
 
 
-def serve_request(req: DeletionRequest, trace: bool = False) -> dict:
+def serve_request(req: DeletionRequest, trace: Optional[bool] = None) -> dict:
     """Unlearn, then write checkpoint + sidecar + manifest (+ trace) as one unit: on any failure or interrupt
     everything this call created is removed again."""
     input_sha = file_sha256(req.checkpoint)
@@ -128,14 +132,13 @@ def serve_request(req: DeletionRequest, trace: bool = False) -> dict:
     raise_if_diverged(result, req.method.name, f"nothing was written and {req.checkpoint} is unchanged")
     metrics = evaluate(result.model, req.task)
     after = {"fa": metrics["fa"], "mia": metrics["mia"]}
-    written = [req.out, sidecar_path(req.out), manifest_path(req.out)]
+    trace = req.trace if trace is None else trace
+    written = output_files(req.out, trace)
     trace_stem = req.out.with_suffix(".trace") if trace else None
-    if trace_stem is not None:
-        written += [trace_stem.with_name(trace_stem.name + ".json"), trace_stem.with_name(trace_stem.name + ".png")]
     try:
         save_unlearned(req.out, result, req.method, req.meta, req.task, metrics, sw.seconds, trace_stem=trace_stem,
                        title=f"{req.method.name}: {req.checkpoint.name}")
-        manifest = {
+        body = {
             "mumis_manifest": MANIFEST_VERSION, "created": now(),
             "input": {"path": str(req.checkpoint.resolve()), "sha256": input_sha},
             "data": {"spec": str(Path(req.data_spec).resolve()) if req.data_spec.endswith(".json") else req.data_spec,
@@ -148,12 +151,13 @@ def serve_request(req: DeletionRequest, trace: bool = False) -> dict:
             "stop": {"reason": result.stop_reason, "steps": result.steps, "trace": result.trace},
             "before": before, "after": after, "wall_s": sw.seconds, "versions": versions(), "git_sha": git_sha(),
         }
-        atomic_write_text(manifest_path(req.out), json.dumps(manifest, indent=1, default=_json_default))
+        text = manifest_text(body, _json_default)  # the digest, written last, seals every field above
+        atomic_write_text(manifest_path(req.out), text)
     except BaseException:
         for path in written:
             Path(path).unlink(missing_ok=True)
         raise
-    return manifest
+    return json.loads(text)
 
 
 def _json_default(value):
@@ -165,9 +169,14 @@ def _json_default(value):
 
 
 def verify_manifest(path: Path, data_dir: Optional[Path] = None) -> list[tuple[str, object, object, bool]]:
-    """(check, value in the manifest, value now, ok) for every hash and the recomputed forget metrics."""
+    """(check, value in the manifest, value now, ok) for the manifest's own digest (an edited field is named), every
+    file hash, and what can be recomputed: forget accuracy and MIA of the input model (before) and the output (after).
+    A malformed manifest is a MumisError (exit 2), never a failed check."""
     manifest = load_manifest(path)
-    checks = []
+    edited = edited_fields(manifest)
+    checks = [(f"manifest field {name!r}", "as sealed", "edited", False) for name in edited]
+    if not edited:
+        checks.append(("manifest digest", manifest["digest"]["body_sha256"][:16] + "…", "matches", True))
 
     def hashed(name, file, expected):
         actual = file_sha256(file) if Path(file).is_file() else "missing"
@@ -190,9 +199,13 @@ def verify_manifest(path: Path, data_dir: Optional[Path] = None) -> list[tuple[s
     value = request.get("class") if kind == "class" else request["path"]
     fs, _ = _forget_set(kind, value, split, train)
     checks.append(("forget set SHA-256", request["forget_sha256"][:16] + "…", fs.sha256[:16] + "…", fs.sha256 == request["forget_sha256"]))
-    model, _ = load_checkpoint(out)
-    now_metrics = _forget_metrics(model, task_from_views(train, test, split, fs))
-    for key in ("fa", "mia"):
-        expected = manifest["after"][key]
-        checks.append((f"{key.upper()} after (%)", round(expected, 4), round(now_metrics[key], 4), abs(expected - now_metrics[key]) < 1e-6))
+    task = task_from_views(train, test, split, fs)
+    for when, checkpoint in (("before", manifest["input"]["path"]), ("after", out)):
+        model, meta = load_checkpoint(checkpoint)
+        meta.check_split(split)
+        now_metrics = _forget_metrics(model, task)
+        for key in ("fa", "mia"):
+            expected = manifest[when][key]
+            checks.append((f"{key.upper()} {when} (%)", round(expected, 4), round(now_metrics[key], 4),
+                           abs(expected - now_metrics[key]) < 1e-6))
     return checks

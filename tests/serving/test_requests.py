@@ -89,7 +89,7 @@ def test_hostile_input_table(work, tmp_path):
         ("another class count", _variant_checkpoint(work, tmp_path / "c", num_classes=5), data, ["--class", "2"],
          "does not match the model"),
         ("split-hash mismatch", model, "digits:1", ["--class", "2"], "trained on split"),
-        ("not an integer id", model, data, ["--ids", _ids_file(tmp_path / "h", ["7", "x1"])], "not an integer"),
+        ("not an integer id", model, data, ["--ids", _ids_file(tmp_path / "h", ["7", "x1"])], "is not a sample id"),
         ("two requests at once", model, data, ["--class", "2", "--ids", work / "ids.txt"], "exactly one forget request"),
         ("unknown method", model, data, ["--class", "2", "--method", "nope"], "unknown method"),
     ]
@@ -185,7 +185,7 @@ def test_class_request_manifest_round_trips(work, tmp_path):
 
 
 def test_interrupt_while_writing_leaves_no_partial_output(work, tmp_path, monkeypatch):
-    import mumis.bench.requests as requests
+    import mumis.serving.requests as requests
 
     req = requests.prepare_request(None, work / "model.safetensors", str(work / "split.json"), None, None, 2, None,
                                    tmp_path / "o" / "n.safetensors", False, "mumis", {"show_progress": False}, None, 0, None)
