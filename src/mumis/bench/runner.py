@@ -35,6 +35,8 @@ class GroupContext:
     retrains: list[tuple[nn.Module, float]]
     suites: list[SuiteContext]
     init_model: nn.Module
+    # where each reference was trained (its wall time is a training time measured there): original, then each retrain
+    trained_on: list[str] = field(default_factory=list)
     _reference_metrics: dict = field(default_factory=dict)
 
     @classmethod
@@ -45,15 +47,16 @@ class GroupContext:
         steps = cell.task.steps(train, test, split, cell.seed)
         original, meta, _ = trained_reference("original", train, cell.model, split, cell.recipe, cell.seed, cache_dir,
                                               show_progress=False, test=test)
-        retrains = []
+        retrains, trained_on = [], [meta.device or "not recorded"]
         for step in steps:
             model, rmeta, _ = trained_reference("retrain", step.evaluation.retain, cell.model, split, cell.recipe, cell.seed,
                                                 cache_dir, forget_sha=step.forget_set.sha256, show_progress=False, test=test)
             retrains.append((model, rmeta.wall_s))
+            trained_on.append(rmeta.device or "not recorded")
         suites = [SuiteContext.build(s.evaluation, original, r, cell.suite) for s, (r, _) in zip(steps, retrains)]
         seed_everything(cell.seed)  # the same initial weights the original model started from
         init = create_model(cell.model, train.num_classes, train.in_channels).eval()
-        return cls(steps, original, meta.wall_s, retrains, suites, init)
+        return cls(steps, original, meta.wall_s, retrains, suites, init, trained_on)
 
     def reference_metrics(self, k: int, options) -> dict:
         if k not in self._reference_metrics:
@@ -61,7 +64,11 @@ class GroupContext:
         return self._reference_metrics[k]
 
 
-def _row(cell: Cell, step: TaskStep, metrics: dict, reference: dict, wall_s: float, **extra) -> dict:
+def _row(cell: Cell, step: TaskStep, metrics: dict, reference: dict, wall_s: float, trained_on: str | None = None,
+         **extra) -> dict:
+    env = versions()
+    if trained_on is not None:  # a reference row's wall time is its model's training time, measured where it trained
+        env["trained_on"] = trained_on
     return {
         "method": cell.label, "method_name": cell.method.name if cell.method else cell.role, "role": cell.role,
         "task": cell.task.label, "task_kind": cell.task.kind, "dataset": cell.dataset, "model": cell.model,
@@ -70,18 +77,19 @@ def _row(cell: Cell, step: TaskStep, metrics: dict, reference: dict, wall_s: flo
         "avg_gap": avg_gap(metrics, reference), "avg_gap_no_mia": avg_gap(metrics, reference, keys=("fa", "ra", "ta")),
         "tow": tow(metrics, reference), "wall_s": wall_s, "peak_mem_mb": peak_memory_mb(), "config_hash": config_hash(cell.describe()),
         "cell_key": cell.key, "split_hash": step.evaluation.split.sha256, "forget_hash": step.forget_set.sha256,
-        "git_sha": git_sha(), "versions": versions(), **extra,
+        "git_sha": git_sha(), "versions": env, **extra,
     }
 
 
 def run_cell(cell: Cell, ctx: GroupContext) -> tuple[list[dict], dict]:
     """The rows (one per task step) and artifacts of one cell."""
     if cell.role == "retrain":
-        return [_row(cell, s, ctx.reference_metrics(k, cell.suite), ctx.reference_metrics(k, cell.suite), ctx.retrains[k][1])
-                for k, s in enumerate(ctx.steps)], {}
+        return [_row(cell, s, ctx.reference_metrics(k, cell.suite), ctx.reference_metrics(k, cell.suite), ctx.retrains[k][1],
+                     trained_on=ctx.trained_on[k + 1]) for k, s in enumerate(ctx.steps)], {}
     if cell.role == "original":
         rows = [_row(cell, s, evaluate_suite(ctx.original, s.evaluation, ctx.suites[k], cell.suite),
-                     ctx.reference_metrics(k, cell.suite), ctx.original_wall_s) for k, s in enumerate(ctx.steps)]
+                     ctx.reference_metrics(k, cell.suite), ctx.original_wall_s, trained_on=ctx.trained_on[0])
+                for k, s in enumerate(ctx.steps)]
         probe = ctx.suites[0].probe  # Figs. 2–3: the same D_f samples under the random-init, original and retrained model
         profiles = {"init": sensitivity_profile(ctx.init_model, probe), "original": ctx.suites[0].original_profile,
                     "retrain": sensitivity_profile(ctx.retrains[0][0], probe)}
