@@ -58,6 +58,18 @@ def one_of(*values) -> Kind:
 Spec = Mapping[str, Union[Kind, "Spec"]]
 
 
+def read_json(path, fix: str):
+    """Parse a JSON file (UTF-8, a byte-order mark allowed); anything unreadable is one MumisError naming the file."""
+    import json
+
+    try:
+        return json.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise MumisError(f"{path} is not UTF-8 text; {fix}") from None
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise MumisError(f"{path} is not valid JSON ({str(err)[:80]}); {fix}") from None
+
+
 def _shown(value) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "…"

@@ -19,7 +19,7 @@ import numpy as np
 
 from mumis.data.dataset import DatasetBundle, ImageDataset
 from mumis.errors import MumisError
-from mumis.schema import INDEX, INT, OBJECT, SHA256, STR, check_fields, list_of, one_of, optional
+from mumis.schema import INDEX, INT, OBJECT, SHA256, STR, check_fields, list_of, one_of, optional, read_json
 
 
 def _digest(content: dict) -> str:
@@ -72,12 +72,7 @@ class _HashedRecord:
         fix = "recreate it with `mumis split`; never edit index files by hand."
         if not path.is_file():
             raise MumisError(f"{cls.kind} file {path} does not exist; create it with `mumis split`.")
-        try:
-            payload = json.loads(path.read_bytes().decode("utf-8-sig"))
-        except UnicodeDecodeError:
-            raise MumisError(f"{path} is not UTF-8 text; {fix}") from None
-        except (json.JSONDecodeError, RecursionError) as err:
-            raise MumisError(f"{path} is not valid JSON ({str(err)[:80]}); {fix}") from None
+        payload = read_json(path, fix)
         if not isinstance(payload, dict) or payload.get("kind") != cls.kind:
             raise MumisError(f"{path} is not a {cls.kind} file; pass the file `mumis split` wrote for it.")
         check_fields(payload, {"kind": STR, "sha256": STR, **cls._SCHEMA}, str(path), fix,

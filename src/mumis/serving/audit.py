@@ -21,7 +21,20 @@ from typing import Optional
 from mumis.data import DatasetBundle, Split, load_dataset, make_split
 from mumis.errors import MumisError
 from mumis.outputs import plan_outputs
-from mumis.schema import ANY_LIST, INT, NUMBER, OBJECT, SHA256, STR, Kind, check_fields, list_of, one_of, optional
+from mumis.schema import (
+    ANY_LIST,
+    INT,
+    NUMBER,
+    OBJECT,
+    SHA256,
+    STR,
+    Kind,
+    check_fields,
+    list_of,
+    one_of,
+    optional,
+    read_json,
+)
 
 MANIFEST_VERSION = 2  # 2: the body is sealed by ``digest``
 _PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
@@ -198,12 +211,7 @@ def load_manifest(path: Path) -> dict:
     fix = "pass the manifest `mumis forget` wrote (serve the request again if it is lost)."
     if not path.is_file():
         raise MumisError(f"manifest {path} does not exist")
-    try:
-        manifest = json.loads(path.read_bytes().decode("utf-8-sig"))
-    except UnicodeDecodeError:
-        raise MumisError(f"{path} is not UTF-8 text; {fix}") from None
-    except (json.JSONDecodeError, RecursionError) as err:
-        raise MumisError(f"{path} is not valid JSON ({str(err)[:80]}); {fix}") from None
+    manifest = read_json(path, fix)
     if not isinstance(manifest, dict) or "mumis_manifest" not in manifest:
         raise MumisError(f"{path} is not a mumis audit manifest; {fix}")
     if manifest["mumis_manifest"] != MANIFEST_VERSION:

@@ -21,7 +21,7 @@ from mumis.data import Split
 from mumis.data.splits import publish_mode
 from mumis.errors import MumisError
 from mumis.models import create_model
-from mumis.schema import INT, NUMBER, OBJECT, POSITIVE_INT, STR, bounded_int, check_fields, list_of, optional
+from mumis.schema import INT, NUMBER, OBJECT, POSITIVE_INT, STR, bounded_int, check_fields, list_of, optional, read_json
 
 SIDECAR_SCHEMA = {
     "architecture": STR, "num_classes": bounded_int(1, 100_000), "in_channels": bounded_int(1, 1024), "dataset": STR,
@@ -117,12 +117,7 @@ def read_meta(path: str | Path) -> CheckpointMeta:
     if not side.is_file():
         raise MumisError(f"checkpoint {path} has no sidecar {side}; mumis checkpoints are written by `mumis train`.")
     fix = "a sidecar is written by `mumis train` (or mumis.training.save_checkpoint); restore it from there."
-    try:
-        payload = json.loads(side.read_bytes().decode("utf-8-sig"))
-    except UnicodeDecodeError:
-        raise MumisError(f"{side} is not UTF-8 text; {fix}") from None
-    except (json.JSONDecodeError, RecursionError) as err:
-        raise MumisError(f"{side} is not valid JSON ({str(err)[:80]}); {fix}") from None
+    payload = read_json(side, fix)
     check_fields(payload, SIDECAR_SCHEMA, str(side), fix, optional_fields=SIDECAR_OPTIONAL)
     return CheckpointMeta(**payload)
 
