@@ -29,6 +29,6 @@ def test_bench_and_report_refuse_bad_input(tmp_path):
     assert result.exit_code == 2 and "unknown method" in " ".join(result.output.split())
     assert not (tmp_path / "x.sqlite").exists()
     result = runner.invoke(app, ["bench", "no-such-preset"])
-    assert result.exit_code == 2 and "presets: cifar100_full, demo, fmnist, paper, paper_vit" in " ".join(result.output.split())
+    assert result.exit_code == 2 and "presets: cifar100_full, demo, fmnist, paper, paper_fmnist, paper_vit" in " ".join(result.output.split())
     result = runner.invoke(app, ["report", str(tmp_path / "missing.sqlite")])
     assert result.exit_code == 2 and "does not exist" in " ".join(result.output.split())  # rich wraps long paths
