@@ -280,7 +280,7 @@ def summarise(path: str, markdown: bool = False) -> None:
         table.add_row(*key, str(len(rows)), *(f"{mean(rows, k):.2f}" for k in ("fa", "ra", "ta", "mia", "avg_gap", "avg_gap_no_mia")),
                       f"{statistics.fmean(steps):.0f}" if steps else "–", f"{mean(rows, 'wall_s'):.2f}",
                       ", ".join(f"{k}×{v}" for k, v in reasons.items()) or "–")
-    if markdown:  # the same rows as a markdown table, for docs/mumis-variants.md
+    if markdown:  # the same rows as a markdown table, for docs/research/mumis-variants.md
         headers = [c.header for c in table.columns]
         cells = [c._cells for c in table.columns]
         print("| " + " | ".join(headers) + " |")

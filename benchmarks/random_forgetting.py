@@ -49,8 +49,8 @@ def quantile_match(original, forget, heldout, lr: float = 0.5, max_steps: int = 
     lh, _ = _losses(original, heldout)
     targets = torch.quantile(lh, (lf.argsort().argsort().float() + 0.5) / len(lf))
     model = copy.deepcopy(original).eval()
-    opt = torch.optim.SGD((classifier_head(model) if update == "head" else model).parameters(), lr=lr)
     x, y = forget.tensors()
+    opt = torch.optim.SGD((classifier_head(model, x[:1]) if update == "head" else model).parameters(), lr=lr)
     if tail is not None:
         chosen = (targets > tail) & (targets > lf)
         x, y, targets, lf = x[chosen], y[chosen], targets[chosen], lf[chosen]

@@ -70,9 +70,9 @@ def _step_cost(kind: str, arch: str, batch: int, repeats: int, queue) -> None:
     torch.manual_seed(0)
     layout = torch.channels_last if kind.endswith("channels_last") else torch.contiguous_format
     model = create_model(arch, 10, channels).to(dev, memory_format=layout)
-    params = list(classifier_head(model).parameters()) if kind == "mumis_default" else list(model.parameters())
-    opt = torch.optim.SGD(params, lr=1e-3)
     x = torch.randn(batch, channels, size, size, device=dev).contiguous(memory_format=layout)
+    params = list(classifier_head(model, x[:1]).parameters()) if kind == "mumis_default" else list(model.parameters())
+    opt = torch.optim.SGD(params, lr=1e-3)
     y = torch.randint(0, 10, (batch,), device=dev)
     other = random_other_classes(y, 10, torch.Generator().manual_seed(0))
     objective = "target_only" if kind == "mumis_default" else "paper"

@@ -148,3 +148,13 @@ def test_demo_with_several_methods(tmp_path):
     rows = json.loads((out / "results.json").read_text())
     assert [r["method"] for r in rows] == ["retrain", "original", "ga", "ssd", "mumis"]
     assert rows[2]["extra"]["data_read"] == ["forget"] and rows[3]["extra"]["data_read"] == ["forget", "retain"]
+
+
+def test_the_command_line_starts_without_loading_torch():
+    """`mumis --help` answers at once: nothing heavy is imported before a command needs it."""
+    import subprocess
+    import sys
+
+    code = "import sys, mumis.cli; print('torch' in sys.modules, 'sklearn' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "False"]

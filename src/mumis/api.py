@@ -2,31 +2,32 @@
 
 ```python
 import mumis
-result = mumis.unlearn(model, (x_forget, y_forget))          # any nn.Module classifier; MU-Mis by default
-result.model                                                 # the unlearned copy (``model`` is not modified)
+result = mumis.unlearn(model, (x, y), request="class")                 # every sample of a class: MU-Mis
+result = mumis.unlearn(model, (x, y), heldout=(xh, yh), train_size=N)   # a person's samples: what measured best
+result.model, result.request, result.method, result.why                # the unlearned copy; what ran and why
 result.forget_acc_before, result.forget_acc_after, result.stop_reason, result.wall_s
 ```
 
 ``forget`` may be an :class:`~mumis.data.ImageDataset`, a ``(x, y)`` pair of tensors (x: N×C×H×W model inputs,
 already normalised as the model expects), a ``torch.utils.data.DataLoader`` or any map-style dataset yielding
-``(x, y)``. Nothing else is read: a remaining-data-free method (MU-Mis, GA, JiT, Boundary Shrink) runs with the
-forget set alone; a method that declares more needs it passed explicitly (``retain=``, ``heldout=``).
+``(x, y)``. A method reads only the data it declares: MU-Mis's class request runs with the forget set alone.
 """
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
 from mumis.data import ImageDataset, iter_batches
 from mumis.errors import MumisError
-from mumis.methods import DataRole, get_method, grant, raise_if_diverged, run_method
+from mumis.methods import get_method, grant, method_options, raise_if_diverged, run_method
+from mumis.methods.auto import choose, infer_request
 from mumis.metrics import accuracy
 from mumis.models.sensitivity import logit_sensitivity
-from mumis.runtime import device, stopwatch
+from mumis.runtime import borrowed, device, isolated_global_state, stopwatch
 
 
 @dataclass
@@ -44,6 +45,8 @@ class UnlearnResult:
     data_read: list[str] = field(default_factory=list)
     trace: list[dict] = field(default_factory=list)
     info: dict = field(default_factory=dict)
+    request: str = ""  # "class" or "samples": what the run treated the forget set as
+    why: str = ""  # why this request kind and this method
 
 
 def as_dataset(data: Any, what: str = "forget") -> ImageDataset:
@@ -83,10 +86,9 @@ def as_dataset(data: Any, what: str = "forget") -> ImageDataset:
 def _num_classes(model: nn.Module, data: ImageDataset, what: str) -> int:
     """Run one sample through the model: a shape the model cannot take, or labels beyond its logits, fail here."""
     x, y = data.batch(torch.arange(min(2, len(data))))
-    model.eval()
     try:
-        with torch.no_grad():
-            logits = model.to(device())(x.to(device()))
+        with torch.no_grad(), borrowed(model):
+            logits = model(x.to(device()))
     except RuntimeError as err:
         raise MumisError(f"the {what} inputs (shape {tuple(data.images.shape[1:])} per sample) do not fit the model: "
                          f"{str(err).splitlines()[0]}. Pass inputs shaped and normalised like its training data.") from None
@@ -101,41 +103,67 @@ def _num_classes(model: nn.Module, data: ImageDataset, what: str) -> int:
 
 def _mean_target_sensitivity(model: nn.Module, data: ImageDataset, limit: int = 512) -> float:
     part = data.subset(range(min(limit, len(data))))
-    values = [logit_sensitivity(model, x.to(device()), y.to(device())) for x, y in iter_batches(part, 128)]
+    with borrowed(model):
+        values = [logit_sensitivity(model, x.to(device()), y.to(device())) for x, y in iter_batches(part, 128)]
     return float(torch.cat(values).mean())
 
 
-def unlearn(model: nn.Module, forget: Any, method: str = "mumis", *, inplace: bool = False, retain: Any = None,
-            heldout: Any = None, **options) -> UnlearnResult:
-    """Unlearn ``forget`` from ``model`` with a registered ``method`` (default MU-Mis, retain-free).
+def unlearn(model: nn.Module, forget: Any, method: str = "auto", *, request: Optional[str] = None, heldout: Any = None,
+            retain: Any = None, train_size: Optional[int] = None, inplace: bool = False, **options) -> UnlearnResult:
+    """Serve a deletion request: unlearn ``forget`` from ``model``.
 
-    ``options`` are the method's Config fields (e.g. ``request="samples"``, ``variant="paper"``). The model is not
-    modified unless ``inplace=True``. A run whose weights end non-finite raises :class:`MumisError` naming the step
-    and leaves the model untouched."""
+    ``request``: ``"class"`` (forget every sample of the class(es) — a retrained model never predicts them) or
+    ``"samples"`` (forget just these samples — a retrained model still classifies most of them like unseen data).
+    Left out, a forget set with several labels is a sample request, and one with a single label is refused with a
+    line that asks which it is (four photos of one person's digit 3 are not the class 3).
+
+    ``method="auto"`` picks the method and options that measured closest to a retrained model for the request kind
+    and the data given (:mod:`mumis.methods.auto`): the forget set, ``heldout`` (samples of the same distribution
+    the model never trained on), ``train_size`` (how many samples it was trained on), ``retain``. A method named
+    explicitly runs with ``options`` (its Config fields). A method is handed only the data it declares.
+
+    The model is not modified unless ``inplace=True``, and never moved off its device or out of its train/eval mode;
+    the process's random streams are left as they were. A run whose weights end non-finite raises
+    :class:`MumisError` naming the step and leaves the model untouched."""
     if not isinstance(model, nn.Module):
         raise MumisError(f"model must be a torch nn.Module, got {type(model).__name__}")
-    was_training = model.training  # the checks below switch it to eval mode; it is handed back as it came
     data = as_dataset(forget, "forget")
     num_classes = _num_classes(model, data, "forget")
     extra = {role: as_dataset(value, role) for role, value in (("retain", retain), ("heldout", heldout)) if value is not None}
     for role, value in extra.items():
         _num_classes(model, value, role)
-    unlearner = get_method(method, **options)
-    offered = {"forget": data, **extra} if DataRole.FORGET in unlearner.needs else extra  # FT/ℓ1 read D_r only
-    granted = grant(unlearner, **offered)
-    before_acc, before_sens = accuracy(model, data), _mean_target_sensitivity(model, data)
-    with stopwatch() as sw:
-        result = run_method(unlearner, model, granted, num_classes)
-    raise_if_diverged(result, method, "the model was not changed")
-    unlearned = result.model.eval()
-    after_acc, after_sens = accuracy(unlearned, data), _mean_target_sensitivity(unlearned, data)
+    if train_size is not None and (not isinstance(train_size, int) or train_size <= len(data)):
+        raise MumisError(f"train_size={train_size!r} must be an integer above the {len(data)} forget samples (it counts "
+                         "every sample the model was trained on, the forget set included)")
+    kind, why_kind = infer_request(data.labels.tolist(), request)
+    if method == "auto":
+        choice = choose(kind, {"forget", *extra, *(["train_size"] if train_size is not None else [])})
+        name, chosen, why = choice.method, {**choice.options, **options}, choice.why
+    else:
+        name, chosen, why = method, dict(options), f"method={method!r} as given"
+    accepted = method_options(name)
+    if "request" in accepted:
+        chosen.setdefault("request", kind)
+    if "train_size" in accepted and train_size is not None:
+        chosen.setdefault("train_size", train_size)
+    unlearner = get_method(name, **chosen)
+    offered = {"forget": data, **extra}
+    granted = grant(unlearner, train_size=train_size,
+                    **{role: offered.get(role.value) for role in unlearner.needs if role.value in offered})
+    with isolated_global_state():
+        before_acc, before_sens = accuracy(model, data), _mean_target_sensitivity(model, data)
+        with stopwatch() as sw:
+            result = run_method(unlearner, model, granted, num_classes)
+        raise_if_diverged(result, name, "the model was not changed")
+        unlearned = result.model.eval()
+        after_acc, after_sens = accuracy(unlearned, data), _mean_target_sensitivity(unlearned, data)
     if inplace:
         model.load_state_dict(unlearned.state_dict())
         unlearned = model
-    model.train(was_training)
     return UnlearnResult(
-        model=unlearned, method=method, options=copy.deepcopy(unlearner.config_dict()), stop_reason=result.stop_reason,
+        model=unlearned, method=name, options=copy.deepcopy(unlearner.config_dict()), stop_reason=result.stop_reason,
         steps=result.steps, forget_acc_before=before_acc, forget_acc_after=after_acc,
         sensitivity_before=before_sens, sensitivity_after=after_sens, wall_s=sw.seconds,
-        data_read=sorted(granted.reads), trace=result.trace, info=result.info,
+        data_read=sorted(granted.reads), trace=result.trace, info=result.info, request=kind,
+        why=f"{why_kind}; {why}",
     )

@@ -13,30 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mumis import distributed
-from mumis.bench import ExperimentConfig, print_table, run_experiment
-from mumis.bench.grid import load_grid, preset_names
-from mumis.bench.report import print_gap_summary, write_report
-from mumis.bench.results import ResultRow
-from mumis.bench.runner import run_grid
-from mumis.data import (
-    ForgetSet,
-    Split,
-    build_forget_set,
-    build_task,
-    explicit_ids,
-    list_datasets,
-    load_dataset,
-    make_split,
-)
 from mumis.errors import MumisError
-from mumis.methods import get_method, list_methods
-from mumis.metrics import accuracy, avg_gap, evaluate
-from mumis.models import create_model, list_models
 from mumis.outputs import plan_folder, plan_outputs
-from mumis.runtime import device_name, seed_everything, stopwatch
-from mumis.serving import manifest_path, prepare_request, read_ids, serve_request, verify_manifest
-from mumis.training import CheckpointMeta, TrainRecipe, fit, load_checkpoint, nonfinite_tensors, save_checkpoint, sidecar_path
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Machine unlearning without the remaining data.")
 # Wide enough for the result table even when stdout is not a terminal (rich falls back to 80 columns).
@@ -44,10 +22,12 @@ console = Console(width=None if sys.stdout.isatty() else 140)
 err_console = Console(stderr=True)
 
 # Presets for `mumis demo`: the default is the README's main job; `tiny` runs in seconds for tests.
-DEMO_PRESETS = {
-    "default": dict(dataset="mnist5k", model="small_cnn", recipe=TrainRecipe(epochs=20)),
-    "tiny": dict(dataset="digits", model="small_cnn", recipe=TrainRecipe(epochs=3, batch_size=64)),
+DEMO_PRESETS = {  # dataset, model, and the TrainRecipe fields of the original and retrain models
+    "default": dict(dataset="mnist5k", model="small_cnn", recipe=dict(epochs=20)),
+    "tiny": dict(dataset="digits", model="small_cnn", recipe=dict(epochs=3, batch_size=64)),
 }
+# The shipped grid presets, listed without importing the benchmark code (`mumis --help` must answer at once)
+PRESETS = sorted(p.stem for p in (Path(__file__).parent / "bench" / "presets").glob("*.toml"))
 # SCAR's out-of-distribution images per preset: clothing for handwritten digits, MNIST digits for the 8×8 ones
 DEMO_SURROGATES = {"default": "fashion_mnist", "tiny": "mnist5k"}
 
@@ -68,6 +48,7 @@ def friendly_errors(fn):
 
 def parse_options(method: str, pairs: List[str]) -> dict:
     """``--option lr=0.002 --option fa_floor=5`` → typed keyword options for the method's Config."""
+    from mumis.methods import get_method
     cls = type(get_method(method))
     hints = typing.get_type_hints(cls.Config)
     out = {}
@@ -104,6 +85,9 @@ def check_training_options(epochs: int, batch_size: int, lr: float) -> None:
 @app.command("list")
 def list_cmd():
     """List the registered datasets, models and methods."""
+    from mumis.data import list_datasets
+    from mumis.methods import get_method, list_methods
+    from mumis.models import list_models
     console.print(f"datasets: {', '.join(list_datasets())}")
     console.print(f"models:   {', '.join(list_models())}")
     methods = [f"{m} ({'retain-free' if get_method(m).retain_free else 'uses retain data'})" for m in list_methods()]
@@ -124,6 +108,8 @@ def split(
     overwrite: bool = typer.Option(False, help="replace split.json / forget.json in --out if they exist"),
 ):
     """Make and persist a train/test split (and optionally a forget set) with their SHA-256."""
+    from mumis.data import build_forget_set, explicit_ids, load_dataset, make_split
+    from mumis.serving import read_ids
     requests = [(k, v) for k, v in (("full_class", forget_class), ("sub_class", forget_subclass), ("random", forget_random)) if v is not None]
     if len(requests) + (forget_ids is not None) > 1:
         raise MumisError("give one forget request: --forget-class, --forget-subclass, --forget-random or --forget-ids")
@@ -162,6 +148,12 @@ def train(
 
     Under ``torchrun --nproc-per-node N`` the N processes train one model with DistributedDataParallel (global
     batch = --batch-size); rank 0 alone writes the checkpoint."""
+    from mumis import distributed
+    from mumis.data import ForgetSet, Split, load_dataset
+    from mumis.metrics import accuracy
+    from mumis.models import create_model
+    from mumis.runtime import device_name, seed_everything
+    from mumis.training import CheckpointMeta, TrainRecipe, fit, nonfinite_tensors, save_checkpoint, sidecar_path
     check_training_options(epochs, batch_size, lr)
     if out.suffix != ".safetensors":
         raise MumisError(f"--out must end in .safetensors, got {out}")
@@ -198,6 +190,8 @@ def train(
 
 
 def _load_task(checkpoint: Path, split_file: Path, forget_file: Path, data_dir: Optional[Path]):
+    from mumis.data import ForgetSet, Split, build_task, load_dataset
+    from mumis.training import load_checkpoint
     sp = Split.load(split_file)
     fs = ForgetSet.load(forget_file)
     model, meta = load_checkpoint(checkpoint)
@@ -222,7 +216,8 @@ def forget(
     forget_file: Optional[Path] = typer.Option(None, "--forget", help="the request: a forget.json from `mumis split`"),
     out: Path = typer.Option(..., help="the unlearned checkpoint to write (.safetensors)"),
     overwrite: bool = typer.Option(False, help="replace --out (and its manifest) if it exists"),
-    method: str = typer.Option("mumis", help="a registered method (see `mumis list`)"),
+    method: str = typer.Option("auto", help="auto (what measured closest to retrain for this kind of request) or a "
+                                            "registered method (see `mumis list`)"),
     option: List[str] = typer.Option([], help="method option KEY=VALUE, repeatable (e.g. request=samples)"),
     trace: bool = typer.Option(False, help="save the stop trace as JSON and a PNG plot beside --out"),
     surrogate: Optional[str] = typer.Option(None, help="a registered dataset whose images serve as surrogate data "
@@ -234,15 +229,20 @@ def forget(
 
     Every input is checked before any work starts; the outputs are written only after the method finished, via
     temporary files, so an error or Ctrl-C leaves no partial output, and the input checkpoint is never touched."""
+    from mumis.serving import manifest_path, prepare_request, serve_request
+    from mumis.serving.requests import request_kind, resolve_method
     if surrogate_size < 1:
         raise MumisError(f"--surrogate-size must be at least 1, got {surrogate_size}")
+    name, chosen, why = resolve_method(method, request_kind(ids, forget_class, forget_file))
     request = prepare_request(checkpoint, model_path, data, split_file, ids, forget_class, forget_file, out, overwrite,
-                              method, parse_options(method, option), surrogate, surrogate_size, data_dir, trace=trace)
+                              name, {**chosen, **parse_options(name, option)}, surrogate, surrogate_size, data_dir,
+                              trace=trace, why=why)
     if request.request.get("duplicates_dropped"):
         err_console.print(f"[yellow]warning:[/] {ids}: {request.request['duplicates_dropped']} duplicate id(s) dropped; "
                           "each sample is forgotten once")
     result = serve_request(request)
-    console.print(f"{method}: stopped after {result['stop']['steps']} steps ({result['stop']['reason']}) in "
+    console.print(f"{result['method']['request']} request → {name}: {why}")
+    console.print(f"{name}: stopped after {result['stop']['steps']} steps ({result['stop']['reason']}) in "
                   f"{result['wall_s']:.2f} s; read {result['method']['data_read']} data → {out}")
     console.print(f"forget accuracy {result['before']['fa']:.2f} → {result['after']['fa']:.2f} %, "
                   f"MIA-efficacy {result['before']['mia']:.2f} → {result['after']['mia']:.2f} %; "
@@ -256,6 +256,7 @@ def verify(
     data_dir: Optional[Path] = typer.Option(None),
 ):
     """Re-check an audit manifest: the SHA-256 of every file it names, and the forget metrics of the output."""
+    from mumis.serving import verify_manifest
     checks = verify_manifest(manifest, data_dir)
     table = Table(title=f"verify {manifest}")
     for col in ("check", "manifest", "now", "ok"):
@@ -279,6 +280,9 @@ def eval_cmd(
     data_dir: Optional[Path] = typer.Option(None),
 ):
     """FA, RA, TA, MIA (and Avg. Gap against --reference) for checkpoints on one split and forget set."""
+    from mumis.bench import print_table
+    from mumis.bench.results import ResultRow
+    from mumis.metrics import avg_gap, evaluate
     rows, ref = [], None
     for path in ([reference] if reference else []) + list(checkpoints):
         model, meta, task = _load_task(path, split_file, forget_file, data_dir)
@@ -306,6 +310,9 @@ def demo(
     overwrite: bool = typer.Option(False, help="replace the results of an earlier run in --out"),
 ):
     """Train an original model and the retrain reference, run the methods (MU-Mis by default), print the table."""
+    from mumis.bench import ExperimentConfig, print_table, run_experiment
+    from mumis.runtime import stopwatch
+    from mumis.training import TrainRecipe
     if preset not in DEMO_PRESETS:
         raise MumisError(f"unknown preset {preset!r}; choose one of: {', '.join(DEMO_PRESETS)}")
     names = _demo_methods(methods)
@@ -318,8 +325,10 @@ def demo(
         console.print(f"[yellow]scar skipped:[/] its surrogate data ({surrogate}) is not available here; "
                       f"`mumis list` shows how to provide it")
         entries, surrogate = tuple(e for e in entries if e[0] != "scar"), None
+    setup = DEMO_PRESETS[preset]
     cfg = ExperimentConfig(task="full_class", target=forget_class, seed=seed, methods=entries, surrogate=surrogate,
-                           surrogate_size=2000, **DEMO_PRESETS[preset])
+                           surrogate_size=2000, dataset=setup["dataset"], model=setup["model"],
+                           recipe=TrainRecipe(**setup["recipe"]))
     with stopwatch() as sw:
         rows = run_experiment(cfg, out, cache_dir, show_progress=progress, console=console)
     print_table(rows, console, title=f"Full-class forgetting of class {forget_class} on {cfg.dataset} ({cfg.model}, seed {seed})")
@@ -344,7 +353,7 @@ def demo(
 @app.command()
 @friendly_errors
 def bench(
-    grid: str = typer.Argument(..., help="a grid file (TOML) or a shipped preset: " + ", ".join(preset_names())),
+    grid: str = typer.Argument(..., help="a grid file (TOML) or a shipped preset: " + ", ".join(PRESETS)),
     db: Optional[Path] = typer.Option(None, help="the SQLite results database (default runs/bench/<grid name>.sqlite); "
                                                  "rerunning with the same database resumes the grid"),
     cache_dir: Optional[Path] = typer.Option(None, help="where original/retrain models are cached (default ~/.cache/mumis)"),
@@ -360,6 +369,9 @@ def bench(
 
     With --executor ray the cells run as Ray tasks (this process alone writes the database); the model cache and
     --data-dir must then be on a filesystem every node shares."""
+    from mumis.bench.grid import load_grid
+    from mumis.bench.report import print_gap_summary
+    from mumis.bench.runner import run_grid
     spec = load_grid(grid)
     if data_dir is not None:
         spec = dataclasses.replace(spec, data_dir=str(data_dir))
@@ -384,6 +396,7 @@ def report(
     overwrite: bool = typer.Option(False, help="replace an earlier report (report.md and figures/) in the folder"),
 ):
     """Markdown tables in the paper's layout and PNG figures from a results database."""
+    from mumis.bench.report import write_report
     if not db.is_file():
         raise MumisError(f"{db} does not exist; run `mumis bench GRID --db {db}` first")
     folder = out or db.with_suffix("")
@@ -399,6 +412,7 @@ def report(
 
 
 def _loadable(dataset: str) -> bool:
+    from mumis.data import load_dataset
     try:
         load_dataset(dataset)
         return True
@@ -408,6 +422,7 @@ def _loadable(dataset: str) -> bool:
 
 def _demo_methods(spec: str) -> list[str]:
     """'all' = every registered method except the two reference rows; otherwise a checked comma-separated list."""
+    from mumis.methods import list_methods
     known = list_methods()
     if spec.strip() == "all":
         return [m for m in known if m not in ("retrain", "original")]

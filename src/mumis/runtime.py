@@ -139,6 +139,44 @@ def seed_everything(seed: int) -> torch.Generator:
     return generator
 
 
+@contextmanager
+def isolated_global_state():
+    """Within the block, seed and switch freely; on the way out the process's Python, NumPy and torch (CPU and CUDA)
+    random states, the deterministic-algorithms flag and cuDNN's benchmark flag are what they were. A library call
+    that seeds for reproducibility wraps itself in this, so the caller's random streams and flags never change."""
+    saved_random, saved_numpy, saved_torch = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    saved_cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    try:
+        yield
+    finally:
+        random.setstate(saved_random)
+        np.random.set_state(saved_numpy)
+        torch.set_rng_state(saved_torch)
+        if saved_cuda is not None:
+            torch.cuda.set_rng_state_all(saved_cuda)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.backends.cudnn.benchmark = benchmark
+
+
+@contextmanager
+def borrowed(model: torch.nn.Module, to: Optional[torch.device] = None):
+    """Use ``model`` on ``to`` (default: the run's device) in eval mode; hand it back on its own device and in its
+    own train/eval mode. For reading a caller's model without moving or switching it."""
+    param = next(iter(model.parameters()), None)
+    home = param.device if param is not None else None
+    was_training = model.training
+    model.to(to or device()).eval()
+    try:
+        yield model
+    finally:
+        if home is not None:
+            model.to(home)
+        model.train(was_training)
+
+
 def reset_peak_memory() -> None:
     """Start a new peak-memory window (CUDA only: a process's peak resident set size cannot be reset)."""
     if device().type == "cuda":

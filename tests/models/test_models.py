@@ -101,14 +101,14 @@ def test_vit_loads_its_pretrained_backbone_and_differentiates_twice(tiny_vit_wei
     model = create_model("vit_b_16", 5, 3).eval()
     backbone = {k: v for k, v in model.vit.state_dict().items() if not k.startswith("heads")}
     assert all(torch.equal(v, tiny_vit_weights[k]) for k, v in backbone.items())
-    assert classifier_head(model).out_features == 5
+    assert classifier_head(model, torch.zeros(1, 3, 32, 32)).out_features == 5
     x = torch.randn(2, 3, 32, 32, requires_grad=True)  # CIFAR resolution, resized inside the model
     with double_backprop_kernels():  # attention with a double backward, as MU-Mis runs it
         out = model(x)
         (g,) = torch.autograd.grad(out[:, 0].sum(), x, create_graph=True)
         assert g.shape == x.shape
         g.pow(2).sum().backward()
-    assert classifier_head(model).weight.grad.abs().sum() > 0
+    assert classifier_head(model, x[:1].detach()).weight.grad.abs().sum() > 0
 
 
 def test_vit_without_weights_says_how_to_get_them(tmp_path, monkeypatch):

@@ -153,7 +153,8 @@ def _manifest() -> dict:
             "request": {"kind": "ids", "path": "/ids.txt", "file_sha256": "c" * 64, "ids_sha256": "d" * 64, "count": 3,
                         "duplicates_dropped": 0, "forget_sha256": "e" * 64},
             "output": {"path": "/o.safetensors", "sha256": "f" * 64, "sidecar_sha256": "0" * 64},
-            "method": {"name": "mumis", "options": {"lr": 0.05}, "data_read": ["forget"]},
+            "method": {"name": "mumis", "options": {"lr": 0.05}, "data_read": ["forget"], "request": "samples",
+                       "why": "auto"},
             "evaluation_read": ["forget", "retain", "test"], "stop": {"reason": "membership", "steps": 3, "trace": []},
             "before": {"fa": 100.0, "mia": 10.0}, "after": {"fa": 90.0, "mia": 20.0}, "wall_s": 1.5,
             "versions": {"torch": "2"}, "git_sha": None}

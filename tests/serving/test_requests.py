@@ -161,13 +161,14 @@ def test_duplicate_ids_are_dropped_with_a_warning_and_the_manifest_verifies(work
     assert "3 duplicate id(s) dropped" in " ".join(result.output.split())
     manifest = json.loads(out.with_suffix(".manifest.json").read_text())
     assert manifest["request"]["count"] == len(ids) and manifest["request"]["duplicates_dropped"] == 3
-    assert manifest["method"]["options"]["request"] == "samples"  # ids are a sample request
+    assert manifest["method"]["request"] == "samples"  # ids are a sample request, served by what measured best for one
+    assert manifest["method"]["name"] == "newton" and manifest["method"]["why"].startswith("auto: newton")
     assert manifest["input"]["sha256"] == _sha(work / "model.safetensors")
     assert manifest["output"]["sha256"] == _sha(out)
     assert manifest["method"]["data_read"] == ["forget", "heldout"]
     for key in ("before", "after"):
         assert set(manifest[key]) == {"fa", "mia"}
-    assert manifest["stop"]["trace"] and manifest["wall_s"] > 0 and manifest["versions"]["torch"]
+    assert manifest["stop"]["reason"] and manifest["wall_s"] > 0 and manifest["versions"]["torch"]
     verified = runner.invoke(app, ["verify", str(out.with_suffix(".manifest.json"))])
     assert verified.exit_code == 0 and "all checks passed" in verified.output
     with open(out, "ab") as f:  # tamper with the output

@@ -8,10 +8,10 @@ Grosse & Martens 2016 for convolutions) approximates the Gauss-Newton matrix of 
 a = the layer's input patch at position t, g = the gradient of sample n's cross-entropy at the layer's output there,
 taken in exact expectation over the model's own predictive distribution (one backward per class, weighted by √p_k),
 T_l = the number of positions (1 for a linear layer). (F_l + γI)⁻¹ comes from the eigendecompositions of A_l and G_l
-(:class:`DampedInverse`). EK-FAC (George et al. 2018; ``newton``'s default since round 10) keeps those eigenvectors
+(:class:`DampedInverse`). EK-FAC (George et al. 2018; ``newton``'s default: it measured closer than K-FAC on the ResNets) keeps those eigenvectors
 and refits the curvature along each of them from per-sample gradients (:func:`corrected_eigenvalues`), exact on the
 diagonal of the Fisher in that basis where K-FAC's product of the factors' eigenvalues is not.
-:func:`project_out` keeps chosen losses unchanged to first order (round 8: each class's mean held-out loss).
+:func:`project_out` keeps chosen losses unchanged to first order (each class's mean held-out loss, so unseen data is not what the step moves).
 """
 from __future__ import annotations
 
@@ -217,7 +217,7 @@ def kfac_removal_step(model: nn.Module, forget: ImageDataset, curvature: ImageDa
 
     (classes with no sample in ``curvature`` give no constraint). A retrained model classifies unseen data as the
     original does (its test accuracy per class is the same); what the unconstrained step does to them is damage
-    shared by all data, not D_f's contribution (docs/mumis-variants.md, round 8).
+    shared by all data, not D_f's contribution (docs/research/mumis-variants.md).
     """
     step, inverse = removal_direction(model, forget, curvature, train_size, damping, weight_decay, batch_size, corrected)
     if keep_class_losses:

@@ -96,8 +96,8 @@ def mumis_loss(
     return (target_sq - irrelevant).mean(), target_sq, other_sq
 
 
-# Named bundles of options; explicit options override a preset's. "default" is the configuration chosen in issue 4
-# (docs/mumis-variants.md): the target term on the classifier layer with a curvature-scaled step. "paper" is the
+# Named bundles of options; explicit options override a preset's. "default" is the configuration that measured closest
+# to retrain on the variants grid (docs/research/mumis-variants.md): the target term on the classifier layer with a curvature-scaled step. "paper" is the
 # method as published, and the paper's ablations and our objectives are variations of the paper's setting.
 PAPER = {"objective": "paper", "update": "all", "lr_scale": "fixed", "lr": 1e-3, "stop": "dip_recover", "fa_floor": None}
 VARIANTS: dict[str, dict] = {
@@ -120,7 +120,7 @@ class MuMisConfig:
     # run ends at ``fa_floor``) or "samples" (a set of individual samples — the retrained model still classifies them
     # like unseen data: the run needs a held-out set and stops, possibly before the first step, once a confidence
     # attack calls as large a share of D_f as of held-out data unseen — see SAMPLE_REQUEST_DEFAULTS). On sample
-    # requests the method ``newton`` (methods/newton.py) measured closer to a retrained model (docs/mumis-variants.md)
+    # requests the method ``newton`` (methods/newton.py) measured closer to a retrained model (docs/research/mumis-variants.md)
     request: str = "class"
     objective: str = "target_only"  # paper | target_only | irrelevant_only | bounded | all_classes | dynamic
     optimizer: str = "sgd"  # sgd | momentum (SGD, 0.9) | adam
@@ -139,7 +139,7 @@ class MuMisConfig:
     # dip_recover (the paper's rule) | loss_plateau | heldout (forget accuracy down to held-out accuracy) |
     # heldout_loss (mean forget loss up to the mean held-out loss) | membership (as large a share of D_f as of held-out
     # data below the confidence threshold that best separated them at the start: D_f looks unseen to a confidence
-    # attack; round 5 of docs/mumis-variants.md, with lr 0.05) | none (safeguards only)
+    # attack; docs/research/mumis-variants.md, with lr 0.05) | none (safeguards only)
     stop: str = "loss_plateau"
     delta: float = 0.9  # dip_recover: stop once the irrelevant sensitivity is back above δ·S_0 after a dip (Fig. 4)
     patience: int = 3  # loss_plateau: checks without a relative improvement of ``plateau_tol``
@@ -154,9 +154,9 @@ class MuMisConfig:
     show_progress: bool = True
 
 
-# A request for individual samples, unless the caller chose otherwise (docs/mumis-variants.md, round 12): the
+# A request for individual samples, unless the caller chose otherwise (docs/research/mumis-variants.md): the
 # membership stop at a tenth of the class-request step, checked after every step. Measured on every sample-request
-# cell of the grid it is no worse than the paper's method anywhere; the held-out accuracy match (round 3's default,
+# cell of the grid it is no worse than the paper's method anywhere; the held-out accuracy match (the earlier default,
 # ``stop="heldout"``) was worse than the paper's method — which hands back the original there — on the
 # Fashion-MNIST sub-class cells, where the retrained model is the original to within 0.1 point.
 SAMPLE_REQUEST_DEFAULTS = {"stop": "membership", "lr": 0.05, "check_every": 1}
@@ -185,7 +185,7 @@ def _sample_request_defaults(cfg: MuMisConfig, chosen: set[str]) -> MuMisConfig:
 class MuMis(UnlearningMethod):
     """MU-Mis: suppress the forget samples' contribution, read as input sensitivity, from the forget set alone.
 
-    **Default (``variant="default"``, chosen in issue 4 — docs/mumis-variants.md)**: minimise the paper's *target*
+    **Default (``variant="default"``, the closest to retrain on the variants grid — docs/research/mumis-variants.md)**: minimise the paper's *target*
     term mean ‖∇x f_c(x)‖² over D_f in the weights of the classifier layer only, with SGD steps of ``lr / λ_max``
     (λ_max: the objective's sharpest curvature, measured at the start — no learning rate to tune per model), until
     forget accuracy reaches ``fa_floor`` (0 %, a retrained model's forget accuracy on a class it never saw). For a
@@ -202,7 +202,7 @@ class MuMis(UnlearningMethod):
     * **BatchNorm / dropout**: the whole model stays in eval mode. Train-mode BatchNorm would couple the
       samples of a batch inside the input gradient and overwrite the running statistics with forget-only ones.
     * **Optimiser**: SGD, no momentum, no weight decay, mini-batches of ``batch_size`` over D_f.
-    * **Variants** (issue 4's study; ``variant="paper"`` is the method above): other objectives
+    * **Variants** (the variants study; ``variant="paper"`` is the method above): other objectives
       (:func:`mumis_loss`), optimisers, a step size scaled by the starting sensitivity, and other stop rules —
       each one option of this class, none of them reading anything but D_f.
     * **Monitor** S(D_f): the mean over D_f of ‖∇x f_c'(x)‖_F (un-squared), over a *fixed* panel of
@@ -234,7 +234,10 @@ class MuMis(UnlearningMethod):
         variant = overrides.get("variant", getattr(config, "variant", "default"))
         if variant not in VARIANTS:
             raise MumisError(f"unknown MU-Mis variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
-        super().__init__(config, **{**VARIANTS[variant], **overrides})
+        # explicit fields win over the preset: a passed config's non-default fields, then keyword options
+        explicit = _chosen_options(config, "default", {}) if config is not None else set()
+        preset = {k: v for k, v in VARIANTS[variant].items() if k not in explicit}
+        super().__init__(config, **{**preset, **overrides})
         if self.config.request not in REQUESTS:
             raise MumisError(f"MU-Mis option request={self.config.request!r} is not one of {REQUESTS}")
         if self.config.request == "samples":
@@ -253,7 +256,7 @@ class MuMis(UnlearningMethod):
         dev = device()
         forget = data.forget
         model.to(dev, memory_format=DOUBLE_BACKPROP_LAYOUT).eval()
-        trainable = _trainable_parameters(model, cfg.update)
+        trainable = _trainable_parameters(model, cfg.update, forget.batch(torch.arange(1))[0].to(dev))
         for p in model.parameters():
             p.requires_grad_(False)
         for p in trainable:
@@ -336,7 +339,7 @@ class MuMis(UnlearningMethod):
         opt = _optimizer(cfg.optimizer, trainable, lr)
 
         step, reason, losses = 0, start_reason, []
-        with progress_bar("MU-Mis", cfg.max_steps, cfg.show_progress) as advance:
+        with progress_bar("MU-Mis", None, cfg.show_progress) as advance:  # it stops on a rule, not at the cap
             while reason is None:
                 order = torch.randperm(len(y_all), generator=generator)
                 for index in order.split(cfg.batch_size):
@@ -414,10 +417,10 @@ def _rule_input(cfg: MuMisConfig, row: dict) -> float:
     return row["loss"] if cfg.stop == "loss_plateau" else row["irrelevant"]
 
 
-def _trainable_parameters(model: nn.Module, update: str) -> list[nn.Parameter]:
+def _trainable_parameters(model: nn.Module, update: str, example: torch.Tensor) -> list[nn.Parameter]:
     if update == "all":
         return list(model.parameters())
-    return list(classifier_head(model).parameters())
+    return list(classifier_head(model, example).parameters())
 
 
 def _optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:

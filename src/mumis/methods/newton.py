@@ -1,6 +1,6 @@
 """``newton``: take D_f's contribution out of the classifier layer with one Newton step on the retain objective,
 curvature from a held-out set — influence-function removal (Koh & Liang 2017; Guo et al. 2020) made
-remaining-data-free. Issue 4, round 6: the first rule here that beats doing nothing on random requests."""
+remaining-data-free: the first rule measured here to beat doing nothing on random requests."""
 from __future__ import annotations
 
 import math
@@ -46,29 +46,29 @@ class NewtonConfig:
     # taken only as far as a scan over scan_scales() allows (see Newton); for ResNets that memorise D_f in the features.
     layers: str = "head"
     # layers="all" only: project the step so that each class's mean held-out loss is unchanged to first order (the
-    # part of the step that moves unseen data too is damage, not D_f's contribution; round 8). False: round 7's step.
+    # part of the step that moves unseen data too is damage, not D_f's contribution). False: the unprojected step.
     keep_class_losses: bool = True
     # layers="all" with keep_class_losses only: project the step again at every scale of the scan, with the class
     # losses' gradients at the weights reached so far (the path bends where a fixed projection stops holding); the
     # constraints then use the even half of the held-out set and the stop rule the odd half — on the same samples
-    # the constraints would blind the accuracy guard (round 9). None: True when the step keeps the class losses.
+    # the constraints would blind the accuracy guard. None: True when the step keeps the class losses.
     reproject: Optional[bool] = None
     # layers="all" only: also stop the scan at the first scale where D_f's accuracy is no higher than held-out
-    # accuracy (a retrained model classifies D_f like any unseen data; round 9). False: the membership rule alone
-    # (round 8). None: True with layers="all".
+    # accuracy (a retrained model classifies D_f like any unseen data). False: the membership rule alone.
+    # None: True with layers="all".
     match_accuracy: Optional[bool] = None
     # layers="all" only: scales per doubling of the step in the scan from 1/64 to 1 (2: √2 apart, 13 scales; 4: 25).
-    # A finer scan stops nearer to where the guard or the rule is crossed, for up to twice the scan's time (round 9).
+    # A finer scan stops nearer to where the guard or the rule is crossed, for up to twice the scan's time.
     scan_resolution: int = 2
-    # layers="all" only: the curvature the step is solved with. "kfac": A ⊗ G per layer (rounds 7–9). "ekfac": K-FAC's
+    # layers="all" only: the curvature the step is solved with. "kfac": A ⊗ G per layer. "ekfac": K-FAC's
     # eigenvectors with each eigen-direction's curvature refit from per-sample gradients (George et al. 2018), for about
-    # twice the time (round 10). None: "ekfac" with layers="all".
+    # twice the time, closer to retrain on the ResNets. None: "ekfac" with layers="all".
     curvature: Optional[str] = None
 
 
 def scan_scales(per_doubling: int) -> tuple[float, ...]:
     """The all-layer step's scan: 2^(-k/per_doubling) from 1/64 up to the full Newton step (which collapses a
-    ResNet: round 7)."""
+    ResNet)."""
     return tuple(2.0 ** (-k / per_doubling) for k in range(6 * per_doubling, -1, -1))
 
 
@@ -76,7 +76,7 @@ def scan_scales(per_doubling: int) -> tuple[float, ...]:
 def head_features(model: nn.Module, data: ImageDataset, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """[z, 1] for every sample (z = the classifier layer's input, eval mode) in float64, and the labels."""
     dev = device()
-    with capture_features(model) as captured:
+    with capture_features(model, data.batch(torch.arange(1))[0].to(dev)) as captured:
         for x, _ in iter_batches(data, batch_size):
             model(x.to(dev))
     z = torch.cat(captured).double()
@@ -169,21 +169,21 @@ class Newton(UnlearningMethod):
     (``stop_reason="heldout_drop"``).
 
     * **Data**: D_f and a held-out set (``needs = {forget, heldout}``); never the retain set.
-    * **Where it works** (docs/mumis-variants.md, round 6): when the forget samples' individuality sits in the
+    * **Where it works** (docs/research/mumis-variants.md): when the forget samples' individuality sits in the
       classifier layer (the small CNN: random 10 % and sub-class below 1.0 Avg. Gap). On the ResNets here the
       forget samples are fit perfectly inside the features (training loss ≈ 0), g_f ≈ 0 and the step is ≈ 0:
       the model is handed back nearly unchanged. Not meant for class requests (use MU-Mis).
-    * ``layers="all"`` (round 7): the same removal step on every conv and linear layer with K-FAC curvature from
+    * ``layers="all"``: the same removal step on every conv and linear layer with K-FAC curvature from
       the held-out set (:mod:`mumis.methods.kfac`; damping = λ; the λθ term on linear layers only, since
-      convolutions behind BatchNorm are scale-invariant), projected (``keep_class_losses``, round 8) so that each
+      convolutions behind BatchNorm are scale-invariant), projected (``keep_class_losses``) so that each
       class's mean held-out loss does not move to first order. The full step collapses a ResNet — even with D_r's
       own curvature — so it is scanned up from 1/64 of it in steps of √2 and stops at the first scale where the
       one-threshold confidence attack (threshold fixed at the start from D_f vs held-out) calls as large a share of
       D_f as of held-out data unseen (``stop_reason="membership"``), once D_f's accuracy is no higher than held-out
-      accuracy (``"forget_accuracy"``, ``match_accuracy``, round 9), or keeps the previous scale once held-out
-      accuracy falls by more than two standard errors (``"heldout_drop"``). Since round 9 the projection is redone
+      accuracy (``"forget_accuracy"``, ``match_accuracy``), or keeps the previous scale once held-out
+      accuracy falls by more than two standard errors (``"heldout_drop"``). The projection is redone
       at every scale (``reproject``): the class-loss constraints from the even half of the held-out set, at the
-      weights reached so far, and the stop rule on the odd half. Since round 10 the curvature is EK-FAC
+      weights reached so far, and the stop rule on the odd half (on the same samples the constraints would blind the guard). The curvature is EK-FAC
       (``curvature``): K-FAC's eigenvectors, each eigen-direction's curvature refit from per-sample gradients.
     """
 
@@ -235,7 +235,7 @@ class Newton(UnlearningMethod):
         model.to(device()).eval()
         if cfg.layers == "all":
             return self._all_layers(model, data, train_size)
-        head = classifier_head(model)
+        head = classifier_head(model, data.forget.batch(torch.arange(1))[0].to(device()))
         z_f, y_f = head_features(model, data.forget, cfg.batch_size)
         z_h, y_h = head_features(model, data.heldout, cfg.batch_size)
         theta = torch.cat([head.weight.detach(), head.bias.detach()[:, None]], 1).double() if head.bias is not None \

@@ -71,7 +71,7 @@ def mahalanobis(features: torch.Tensor, means: torch.Tensor, inverses: torch.Ten
 def _features_and_predictions(model: nn.Module, data, batch_size: int):
     dev = device()
     feats, preds = [], []
-    with capture_features(model) as captured:
+    with capture_features(model, data.batch(torch.arange(1))[0].to(dev)) as captured:
         for x, _ in iter_batches(data, batch_size):
             preds.append(model(x.to(dev)).argmax(1).cpu())
             feats.append(captured.pop().cpu())
@@ -114,7 +114,7 @@ class Scar(UnlearningMethod):
 
         def loss_fn(m, x_sur, _):
             x_f, _, idx = next(batches)
-            with capture_features(m) as captured:
+            with capture_features(m, x_sur[:1]) as captured:
                 logits_sur = m(torch.cat([x_sur, x_f.to(dev)]))
             f_forget = captured[0][len(x_sur):]
             d = mahalanobis(f_forget, means, inverses)

@@ -5,16 +5,16 @@ import torch
 from torch import nn
 
 from mumis.data import ImageDataset, iter_batches
-from mumis.runtime import device
+from mumis.runtime import borrowed, device
 
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, data: ImageDataset, batch_size: int = 512) -> torch.Tensor:
-    """Logits for every sample (model in eval mode, no augmentation), on the CPU."""
-    model.eval()
+    """Logits for every sample (model in eval mode, no augmentation), on the CPU. The model is handed back on its own
+    device and in its own train/eval mode."""
     dev = device()
-    model.to(dev)
-    outs = [model(x.to(dev)).float().cpu() for x, _ in iter_batches(data, batch_size)]
+    with borrowed(model, dev):
+        outs = [model(x.to(dev)).float().cpu() for x, _ in iter_batches(data, batch_size)]
     return torch.cat(outs) if outs else torch.empty(0, data.num_classes)
 
 

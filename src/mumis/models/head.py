@@ -1,4 +1,10 @@
-"""The classifier head of any model: its last ``nn.Linear``, and the features that feed it."""
+"""The classifier head of any model — the layer that produces its logits — and the features that feed it.
+
+The head is found from the model's own forward pass, not from the order its modules were registered in: among the
+layers that can map features to logits (an ``nn.Linear``, or a 1×1 ``nn.Conv2d`` followed by global pooling, as in
+NiN/SqueezeNet), it is the last one to run whose output has one channel per class. A 1×1 convolution is a linear
+head applied at every position, so its filter for class c plays the role of a linear head's row c.
+"""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -10,20 +16,43 @@ from torch import nn
 from mumis.errors import MumisError
 
 
-def classifier_head(model: nn.Module) -> nn.Linear:
-    """The last ``nn.Linear`` of ``model`` (in module order): the layer that maps features to logits."""
-    heads = [m for m in model.modules() if isinstance(m, nn.Linear)]
+def _could_be_head(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or (
+        isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1) and module.groups == 1)
+
+
+def classifier_head(model: nn.Module, example: torch.Tensor) -> nn.Module:
+    """The layer that produces ``model``'s logits, traced on ``example`` (a batch of inputs on the model's device):
+    the last ``nn.Linear`` (N × K output) or 1×1 ``nn.Conv2d`` (K output channels) to run, K = the number of logits."""
+    ran: list[tuple[nn.Module, torch.Tensor]] = []
+    hooks = [m.register_forward_hook(lambda mod, args, out: ran.append((mod, out)))
+             for m in model.modules() if _could_be_head(m)]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            logits = model.eval()(example)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    k = logits.shape[1]
+    heads = [mod for mod, out in ran if out.shape[1] == k and (out.dim() == 2 or isinstance(mod, nn.Conv2d))]
     if not heads:
-        raise MumisError("this operation needs an nn.Linear classifier layer (the model's last nn.Linear) and this "
-                         "model has none; for MU-Mis use update='all'")
+        raise MumisError(f"this model has no layer that maps features to its {k} logits (an nn.Linear, or a 1×1 "
+                         "nn.Conv2d before global pooling), so there is no classifier head to move; for MU-Mis pass "
+                         "update='all' (every layer moves)")
     return heads[-1]
 
 
 @contextmanager
-def capture_features(model: nn.Module) -> Iterator[list[torch.Tensor]]:
-    """Within the block, every forward pass of ``model`` appends the (flattened) input of its classifier head."""
+def capture_features(model: nn.Module, example: torch.Tensor) -> Iterator[list[torch.Tensor]]:
+    """Within the block, every forward pass of ``model`` appends the input of its (linear) classifier head."""
+    head = classifier_head(model, example)
+    if not isinstance(head, nn.Linear):
+        raise MumisError(f"this method reads the features of a linear classifier head, and this model's logits come "
+                         f"from a {type(head).__name__}; use a method that moves every layer (e.g. mumis)")
     captured: list[torch.Tensor] = []
-    handle = classifier_head(model).register_forward_pre_hook(lambda module, args: captured.append(args[0].flatten(1)))
+    handle = head.register_forward_pre_hook(lambda module, args: captured.append(args[0].flatten(1)))
     try:
         yield captured
     finally:

@@ -55,5 +55,5 @@ def resnet_small(num_classes: int, in_channels: int = 1) -> nn.Module:
 
 @register_model
 def resnet_wide(num_classes: int, in_channels: int = 1) -> nn.Module:
-    """``resnet_small`` at twice the width (1-1-1 blocks, widths 32-64-128): the "wider ResNet" of issue 4's grid."""
+    """``resnet_small`` at twice the width (1-1-1 blocks, widths 32-64-128): the "wider ResNet" of the variants grid."""
     return ResNet((1, 1, 1), (32, 64, 128), num_classes, in_channels)

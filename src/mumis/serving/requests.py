@@ -41,8 +41,9 @@ from mumis.data import (
 )
 from mumis.errors import MumisError
 from mumis.methods import UnlearningMethod, get_method, method_options, raise_if_diverged
+from mumis.methods.auto import choose
 from mumis.metrics import evaluate
-from mumis.runtime import seed_everything, versions
+from mumis.runtime import isolated_global_state, seed_everything, versions
 from mumis.training import CheckpointMeta, load_checkpoint, sidecar_path
 
 
@@ -58,6 +59,8 @@ class DeletionRequest:
     surrogate: Optional[ImageDataset]
     out: Path
     trace: bool = False  # also write the stop trace (JSON and PNG) beside the checkpoint
+    kind: str = "samples"  # "class" or "samples": what the request names
+    why: str = ""  # why this method ran (the measured table's line for ``auto``)
 
 
 def _one(what: str, **given):
@@ -84,9 +87,28 @@ def _forget_set(kind: str, value, split, train) -> tuple[ForgetSet, dict]:
     return fs, {"kind": "forget_file", "path": str(path.resolve()), "file_sha256": file_sha256(path), "count": len(fs.indices)}
 
 
+def request_kind(ids, forget_class, forget_file) -> str:
+    """What the request names: ``class`` (``--class``, or a forget file of whole classes) or ``samples`` (``--ids``,
+    or a forget file of random or sub-class samples)."""
+    kind, value = _one("forget request", ids=ids, **{"class": forget_class}, forget=forget_file)
+    if kind == "forget":
+        fs = ForgetSet.load(Path(value))
+        return "class" if fs.forgotten_class is not None or fs.forgotten_classes else "samples"
+    return "class" if kind == "class" else "samples"
+
+
+def resolve_method(method: str, kind: str) -> tuple[str, dict, str]:
+    """(method, options, why): ``auto`` reads the measured table for a request served from a split (the forget set,
+    a held-out half of the test split, and the training-set size are all at hand); a named method runs as named."""
+    if method != "auto":
+        return method, {}, f"method {method!r} as given"
+    choice = choose(kind, {"forget", "heldout", "train_size"})
+    return choice.method, choice.options, choice.why
+
+
 def prepare_request(checkpoint, model_path, data, split_file, ids, forget_class, forget_file, out: Path, overwrite: bool,
                     method: str, options: dict, surrogate: Optional[str], surrogate_size: int,
-                    data_dir: Optional[Path], trace: bool = False) -> DeletionRequest:
+                    data_dir: Optional[Path], trace: bool = False, why: str = "") -> DeletionRequest:
     """Every check that can fail, before any work: names, files, hashes, shapes, classes, every output file."""
     _, ckpt = _one("model", checkpoint=checkpoint, model=model_path)
     ckpt = Path(ckpt)
@@ -96,8 +118,12 @@ def prepare_request(checkpoint, model_path, data, split_file, ids, forget_class,
     kind = {"forget": "forget_file"}.get(kind, kind)
     check_output(out, [ckpt, sidecar_path(ckpt), Path(spec)] + ([Path(value)] if kind != "class" else []), overwrite,
                  trace)
-    if kind == "ids" and "request" in method_options(method) and "request" not in options:
-        options = {**options, "request": "samples"}  # ids name samples, not a class: a method that tells them apart is told
+    request = request_kind(ids, forget_class, forget_file)
+    if method == "auto":
+        method, chosen, why = resolve_method(method, request)
+        options = {**chosen, **options}
+    if "request" in method_options(method) and "request" not in options:
+        options = {**options, "request": request}  # a method that tells classes from samples is told which this is
     unlearner = get_method(method, **options)  # unknown method / option: fail before loading anything
     model, meta = load_checkpoint(ckpt)
     bundle, split = resolve_data(str(spec), data_dir)
@@ -113,7 +139,7 @@ def prepare_request(checkpoint, model_path, data, split_file, ids, forget_class,
     task = task_from_views(train, test, split, fs)
     extra = as_surrogate(load_dataset(surrogate, data_dir).train, task.retain, surrogate_size, meta.seed) if surrogate else None
     return DeletionRequest(ckpt, model, meta, str(spec), task, {**described, "forget_sha256": fs.sha256}, unlearner, extra,
-                           out, trace)
+                           out, trace, request, why or f"method {method!r} as given")
 
 
 def _forget_metrics(model: nn.Module, task: TaskData) -> dict:
@@ -124,7 +150,12 @@ def _forget_metrics(model: nn.Module, task: TaskData) -> dict:
 
 def serve_request(req: DeletionRequest, trace: Optional[bool] = None) -> dict:
     """Unlearn, then write checkpoint + sidecar + manifest (+ trace) as one unit: on any failure or interrupt
-    everything this call created is removed again."""
+    everything this call created is removed again. The caller's random streams and flags are left as they were."""
+    with isolated_global_state():
+        return _serve(req, req.trace if trace is None else trace)
+
+
+def _serve(req: DeletionRequest, trace: bool) -> dict:
     input_sha = file_sha256(req.checkpoint)
     seed_everything(req.meta.seed)
     before = _forget_metrics(req.model, req.task)
@@ -132,7 +163,6 @@ def serve_request(req: DeletionRequest, trace: Optional[bool] = None) -> dict:
     raise_if_diverged(result, req.method.name, f"nothing was written and {req.checkpoint} is unchanged")
     metrics = evaluate(result.model, req.task)
     after = {"fa": metrics["fa"], "mia": metrics["mia"]}
-    trace = req.trace if trace is None else trace
     written = output_files(req.out, trace)
     trace_stem = req.out.with_suffix(".trace") if trace else None
     try:
@@ -146,7 +176,8 @@ def serve_request(req: DeletionRequest, trace: Optional[bool] = None) -> dict:
             "request": req.request,
             "output": {"path": str(req.out.resolve()), "sha256": file_sha256(req.out),
                        "sidecar_sha256": file_sha256(sidecar_path(req.out))},
-            "method": {"name": req.method.name, "options": req.method.config_dict(), "data_read": sorted(data.reads)},
+            "method": {"name": req.method.name, "options": req.method.config_dict(), "data_read": sorted(data.reads),
+                       "request": req.kind, "why": req.why},
             "evaluation_read": ["forget", "retain", "test"],  # the metrics below, not the method
             "stop": {"reason": result.stop_reason, "steps": result.steps, "trace": result.trace},
             "before": before, "after": after, "wall_s": sw.seconds, "versions": versions(), "git_sha": git_sha(),

@@ -14,7 +14,7 @@ from mumis import distributed
 from mumis.data import ImageDataset, iter_batches, iter_rank_batches
 from mumis.errors import MumisError
 from mumis.progress import progress_bar
-from mumis.runtime import DOUBLE_BACKPROP_LAYOUT, device, fast_path, seed_everything, stopwatch
+from mumis.runtime import DOUBLE_BACKPROP_LAYOUT, device, fast_path, isolated_global_state, seed_everything, stopwatch
 from mumis.training.recipe import TrainRecipe
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -75,7 +75,15 @@ def fit(
     Under ``torchrun`` (see :mod:`mumis.distributed`) the same loop trains with DistributedDataParallel: each
     rank sees its shard of every epoch and gradients are averaged, so the result matches one process with the
     same global batch. On a GPU it takes the fast path of :func:`mumis.runtime.fast_path`.
+
+    The loop seeds what it draws from ``seed``; the caller's random streams and deterministic flags are restored on
+    the way out (:func:`mumis.runtime.isolated_global_state`).
     """
+    with isolated_global_state():
+        return _fit(model, data, recipe, seed, loss_fn, description, show_progress, on_step, params, freeze_norm)
+
+
+def _fit(model, data, recipe, seed, loss_fn, description, show_progress, on_step, params, freeze_norm) -> FitReport:
     generator = seed_everything(seed)
     dev, fast = device(), fast_path()
     model.to(dev, memory_format=fast.memory_format).train(not freeze_norm)
