@@ -43,7 +43,7 @@ def process_group():
     if world_size() == 1 or (dist.is_available() and dist.is_initialized()):
         yield
         return
-    from mumis.runtime import device
+    from mumis.runtime import device  # runtime imports nothing of this module: no cycle
 
     backend = "nccl" if device().type == "cuda" else "gloo"
     if backend == "nccl":

@@ -86,10 +86,8 @@ def device() -> torch.device:
     choice = os.environ.get("MUMIS_DEVICE")
     if choice:
         return torch.device(choice)
-    if torch.cuda.is_available():  # under torchrun each process drives the GPU of its local rank
-        from mumis.distributed import local_rank
-
-        return torch.device("cuda", local_rank())
+    if torch.cuda.is_available():  # under torchrun each process drives the GPU of its local rank (LOCAL_RANK)
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device("cpu")
 
 

@@ -214,6 +214,25 @@ def test_readme_deletion_request_example_runs_as_written(tmp_path):
         done = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"{line}\n{done.stdout}\n{done.stderr}"
     assert "all checks passed" in done.stdout
+    # then the README's Python block, in the same folder, on data a user of that split would have
+    python = readme.split("From Python, on any `nn.Module` classifier:")[1].split("```python")[1].split("```")[0]
+    script = tmp_path / "readme_python.py"
+    script.write_text(_README_DATA + python)
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    request, method = done.stdout.strip().splitlines()[-1].split()[:2]  # the print; progress lines come before it
+    assert (request, method) == ("samples", "newton")
+
+
+_README_DATA = """
+from mumis.data import Split, load_dataset
+split = Split.load("work/split.json")
+train, test = split.materialise(load_dataset(split.dataset))
+x_class, y_class = train.subset((train.labels == 3).nonzero().flatten()).tensors()
+x_person, y_person = train.subset(range(0, len(train), 100)).tensors()  # 40 samples, every class
+x_val, y_val = test.tensors()
+n_train = len(train)
+"""
 
 
 def test_csv_id_file_with_header_is_read(work, tmp_path):
