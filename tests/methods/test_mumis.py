@@ -111,6 +111,22 @@ def test_mumis_forgets_a_class_on_digits_and_keeps_the_rest(digits_model, digits
     assert result.stop_reason in {"dip_recover", "fa_floor"}
 
 
+def test_a_class_request_stops_one_pass_after_forget_accuracy_stops_falling(digits_model, digits_task):
+    """A floor that cannot be reached stands in for a few stubborn samples: the run ends on the stall rule, one pass
+    over D_f after the last check that lowered forget accuracy, not at the step cap."""
+    result = get_method("mumis", fa_floor=-1.0, max_steps=500, check_every=1, show_progress=False)
+    result = run_method(result, digits_model, grant(result, forget=digits_task.forget), 10)
+    per_pass = math.ceil(len(digits_task.forget) / 64)
+    best, last_drop = result.trace[0]["forget_acc"], 0
+    for row in result.trace[1:]:
+        if row["forget_acc"] < best:
+            best, last_drop = row["forget_acc"], row["step"]
+    assert result.stop_reason == "fa_stalled" and result.steps == last_drop + per_pass < 500
+    off = get_method("mumis", fa_floor=-1.0, max_steps=40, check_every=1, stall_passes=None, stop="none",
+                     show_progress=False)
+    assert run_method(off, digits_model, grant(off, forget=digits_task.forget), 10).stop_reason == "max_steps"
+
+
 def test_mumis_never_mutates_the_callers_model(digits_model, digits_task):
     state = copy.deepcopy(digits_model.state_dict())
     _run(digits_model, digits_task, max_steps=3)

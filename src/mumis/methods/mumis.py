@@ -150,6 +150,9 @@ class MuMisConfig:
     monitor_size: int = 1024  # sensitivities are measured on this many forget samples (fixed); accuracy on all
     explode_factor: float = 50.0  # divergence: |batch loss| above this × the starting mean ‖∇x f_c‖²
     fa_floor: Optional[float] = 0.0  # class requests: stop once forget accuracy (%) is at or below this (None: off)
+    # class requests: stop once forget accuracy has not fallen for this many passes over D_f (a few stubborn samples
+    # must not run the step cap; None: off)
+    stall_passes: Optional[float] = 1.0
     seed: int = 0  # draws of c' and the batch order
     show_progress: bool = True
 
@@ -208,7 +211,8 @@ class MuMis(UnlearningMethod):
     * **Monitor** S(D_f): the mean over D_f of ‖∇x f_c'(x)‖_F (un-squared), over a *fixed* panel of
       ``monitor_classes`` irrelevant classes per sample drawn once before unlearning, so that successive
       checks compare the same quantity rather than fresh random draws. Checked every ``check_every`` steps.
-    * **Stop reasons**: ``dip_recover`` (the paper's rule), ``fa_floor`` (optional), ``max_steps``, ``heldout``,
+    * **Stop reasons**: ``dip_recover`` (the paper's rule), ``fa_floor`` (optional), ``fa_stalled`` (class requests:
+      forget accuracy has fallen, then not again for ``stall_passes`` passes over D_f), ``max_steps``, ``heldout``,
       ``heldout_loss``, ``membership`` (a confidence attack calls as large a share of D_f as of held-out data
       unseen), ``heldout_drop`` (sample requests: held-out accuracy fell by more than its sampling error; the last
       passing check's weights are returned), and
@@ -339,6 +343,8 @@ class MuMis(UnlearningMethod):
         opt = _optimizer(cfg.optimizer, trainable, lr)
 
         step, reason, losses = 0, start_reason, []
+        per_pass = math.ceil(len(forget) / cfg.batch_size)
+        best_fa, best_step = trace[0]["forget_acc"], 0  # the stall rule: the lowest forget accuracy so far, and when
         with progress_bar("MU-Mis", None, cfg.show_progress) as advance:  # it stops on a rule, not at the cap
             while reason is None:
                 order = torch.randperm(len(y_all), generator=generator)
@@ -365,8 +371,13 @@ class MuMis(UnlearningMethod):
                             reason = "heldout_drop"
                             break
                         good_state = copy.deepcopy(model.state_dict())
+                        if stats["forget_acc"] < best_fa:
+                            best_fa, best_step = stats["forget_acc"], step
                         if cfg.fa_floor is not None and stats["forget_acc"] <= cfg.fa_floor:
                             reason = "fa_floor"
+                        elif (cfg.request == "class" and cfg.fa_floor is not None and cfg.stall_passes is not None
+                              and best_step > 0 and step - best_step >= cfg.stall_passes * per_pass):
+                            reason = "fa_stalled"
                         elif rule.update(_rule_input(cfg, trace[-1])):
                             reason = cfg.stop
                         elif step >= cfg.max_steps:
