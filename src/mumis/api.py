@@ -15,6 +15,7 @@ already normalised as the model expects), a ``torch.utils.data.DataLoader`` or a
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -24,7 +25,7 @@ from torch import nn
 from mumis.data import ImageDataset, iter_batches
 from mumis.errors import MumisError
 from mumis.methods import get_method, grant, method_options, raise_if_diverged, run_method
-from mumis.methods.auto import choose, infer_request
+from mumis.methods.auto import infer_request, resolve
 from mumis.metrics import accuracy
 from mumis.models.sensitivity import logit_sensitivity
 from mumis.runtime import borrowed, device, isolated_global_state, stopwatch
@@ -136,15 +137,9 @@ def unlearn(model: nn.Module, forget: Any, method: str = "auto", *, request: Opt
         raise MumisError(f"train_size={train_size!r} must be an integer above the {len(data)} forget samples (it counts "
                          "every sample the model was trained on, the forget set included)")
     kind, why_kind = infer_request(data.labels.tolist(), request)
-    if method == "auto":
-        choice = choose(kind, {"forget", *extra, *(["train_size"] if train_size is not None else [])})
-        name, chosen, why = choice.method, {**choice.options, **options}, choice.why
-    else:
-        name, chosen, why = method, dict(options), f"method={method!r} as given"
-    accepted = method_options(name)
-    if "request" in accepted:
-        chosen.setdefault("request", kind)
-    if "train_size" in accepted and train_size is not None:
+    held = {"forget", *extra, *(["train_size"] if train_size is not None else [])}
+    name, chosen, why = dataclasses.astuple(resolve(method, kind, held, options))
+    if "train_size" in method_options(name) and train_size is not None:
         chosen.setdefault("train_size", train_size)
     unlearner = get_method(name, **chosen)
     offered = {"forget": data, **extra}

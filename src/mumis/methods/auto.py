@@ -66,3 +66,19 @@ def choose(request: str, held: set[str]) -> Choice:
            f"{' + '.join(row['data'])}: mean Avg. Gap {row['mean_gap']:.2f} vs {row['original_gap']:.2f} for doing "
            f"nothing, over {row['cells']} of {row['of_cells']} grid cells")
     return Choice(row["method"], dict(row["options"]), why)
+
+
+def resolve(method: str, request: str, held: set[str], options: Optional[dict] = None) -> Choice:
+    """The method to run and its options: the table's choice for ``method="auto"``, else the method as named; the
+    caller's ``options`` win, and a method that tells classes from samples (an option ``request``) is told which."""
+    from mumis.methods.registry import method_options
+
+    if method == "auto":
+        choice = choose(request, held)
+        chosen, why = {**choice.options, **(options or {})}, choice.why
+        method = choice.method
+    else:
+        chosen, why = dict(options or {}), f"method {method!r} as given"
+    if "request" in method_options(method):
+        chosen.setdefault("request", request)
+    return Choice(method, chosen, why)

@@ -2,6 +2,7 @@
 and its audit manifest together (or nothing), and re-verify a manifest later."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -11,6 +12,24 @@ from typing import Optional
 import numpy as np
 from torch import nn
 
+from mumis.bench.experiment import apply_method, save_unlearned
+from mumis.bench.results import git_sha
+from mumis.data import (
+    ForgetSet,
+    ImageDataset,
+    TaskData,
+    as_surrogate,
+    atomic_write_text,
+    explicit_ids,
+    full_class,
+    load_dataset,
+    task_from_views,
+)
+from mumis.errors import MumisError
+from mumis.methods import UnlearningMethod, get_method, raise_if_diverged
+from mumis.methods.auto import resolve
+from mumis.metrics import evaluate
+from mumis.runtime import isolated_global_state, seed_everything, versions
 from mumis.serving.audit import (
     MANIFEST_VERSION,
     check_output,
@@ -26,24 +45,6 @@ from mumis.serving.audit import (
     refuse_pickle,
     resolve_data,
 )
-from mumis.bench.experiment import apply_method, save_unlearned
-from mumis.bench.results import git_sha
-from mumis.data import (
-    ForgetSet,
-    ImageDataset,
-    TaskData,
-    as_surrogate,
-    atomic_write_text,
-    explicit_ids,
-    full_class,
-    load_dataset,
-    task_from_views,
-)
-from mumis.errors import MumisError
-from mumis.methods import UnlearningMethod, get_method, method_options, raise_if_diverged
-from mumis.methods.auto import choose
-from mumis.metrics import evaluate
-from mumis.runtime import isolated_global_state, seed_everything, versions
 from mumis.training import CheckpointMeta, load_checkpoint, sidecar_path
 
 
@@ -97,13 +98,13 @@ def request_kind(ids, forget_class, forget_file) -> str:
     return "class" if kind == "class" else "samples"
 
 
+# what a request served from a split holds: the forget set, the held-out half of the test split, the training-set size
+SPLIT_DATA = frozenset({"forget", "heldout", "train_size"})
+
+
 def resolve_method(method: str, kind: str) -> tuple[str, dict, str]:
-    """(method, options, why): ``auto`` reads the measured table for a request served from a split (the forget set,
-    a held-out half of the test split, and the training-set size are all at hand); a named method runs as named."""
-    if method != "auto":
-        return method, {}, f"method {method!r} as given"
-    choice = choose(kind, {"forget", "heldout", "train_size"})
-    return choice.method, choice.options, choice.why
+    """(method, options, why) for a request served from a split (see :func:`mumis.methods.auto.resolve`)."""
+    return dataclasses.astuple(resolve(method, kind, set(SPLIT_DATA)))
 
 
 def prepare_request(checkpoint, model_path, data, split_file, ids, forget_class, forget_file, out: Path, overwrite: bool,
@@ -119,11 +120,8 @@ def prepare_request(checkpoint, model_path, data, split_file, ids, forget_class,
     check_output(out, [ckpt, sidecar_path(ckpt), Path(spec)] + ([Path(value)] if kind != "class" else []), overwrite,
                  trace)
     request = request_kind(ids, forget_class, forget_file)
-    if method == "auto":
-        method, chosen, why = resolve_method(method, request)
-        options = {**chosen, **options}
-    if "request" in method_options(method) and "request" not in options:
-        options = {**options, "request": request}  # a method that tells classes from samples is told which this is
+    choice = resolve(method, request, set(SPLIT_DATA), options)
+    method, options, why = choice.method, choice.options, why or choice.why
     unlearner = get_method(method, **options)  # unknown method / option: fail before loading anything
     model, meta = load_checkpoint(ckpt)
     bundle, split = resolve_data(str(spec), data_dir)
@@ -139,7 +137,7 @@ def prepare_request(checkpoint, model_path, data, split_file, ids, forget_class,
     task = task_from_views(train, test, split, fs)
     extra = as_surrogate(load_dataset(surrogate, data_dir).train, task.retain, surrogate_size, meta.seed) if surrogate else None
     return DeletionRequest(ckpt, model, meta, str(spec), task, {**described, "forget_sha256": fs.sha256}, unlearner, extra,
-                           out, trace, request, why or f"method {method!r} as given")
+                           out, trace, request, why)
 
 
 def _forget_metrics(model: nn.Module, task: TaskData) -> dict:
