@@ -157,6 +157,8 @@ def _manifest() -> dict:
                        "why": "auto"},
             "evaluation_read": ["forget", "retain", "test"], "stop": {"reason": "membership", "steps": 3, "trace": []},
             "before": {"fa": 100.0, "mia": 10.0}, "after": {"fa": 90.0, "mia": 20.0}, "wall_s": 1.5,
+            "evidence": {"calibration": "x", "before": {"member_like": 50.0},
+                         "after": {"member_like": 5.0, "scores": [0.1, -1.2]}},
             "versions": {"torch": "2"}, "git_sha": None}
     return json.loads(manifest_text(body, str))
 
@@ -166,7 +168,8 @@ def test_the_fuzzed_manifest_template_is_valid(tmp_path):
 
 
 @FUZZ
-@given(section=st.sampled_from(["input", "data", "request", "output", "method", "stop", "before", "after", "digest"]),
+@given(section=st.sampled_from(["input", "data", "request", "output", "method", "stop", "before", "after", "digest",
+                                "evidence"]),
        field=st.text(max_size=10) | st.sampled_from(["path", "sha256", "kind", "count", "class", "fa", "steps",
                                                       "options", "fields", "body_sha256", "spec"]),
        value=json_values, drop=st.booleans())

@@ -199,6 +199,7 @@ def test_hostile_input_is_one_clear_line_with_exit_2_and_touches_nothing(work, n
     ("method.options.lr", lambda m: m["method"]["options"].update(lr=123.0)),
     ("stop.steps", lambda m: m["stop"].update(steps=m["stop"]["steps"] + 1)),
     ("request.count", lambda m: m["request"].update(count=1)),
+    ("evidence.after.member_like", lambda m: m["evidence"]["after"].update(member_like=42.0)),
 ])
 def test_verify_names_an_edited_manifest_field_and_exits_1(work, field, edit):
     assert _cli("verify", work / "served.manifest.json").exit_code == 0

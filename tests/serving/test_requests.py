@@ -169,8 +169,11 @@ def test_duplicate_ids_are_dropped_with_a_warning_and_the_manifest_verifies(work
     for key in ("before", "after"):
         assert set(manifest[key]) == {"fa", "mia"}
     assert manifest["stop"]["reason"] and manifest["wall_s"] > 0 and manifest["versions"]["torch"]
+    evidence = manifest["evidence"]  # per sample: how far each is still fitted like training data
+    assert len(evidence["after"]["scores"]) == len(ids) and 0 <= evidence["after"]["member_like"] <= 100
     verified = runner.invoke(app, ["verify", str(out.with_suffix(".manifest.json"))])
     assert verified.exit_code == 0 and "all checks passed" in verified.output
+    assert "member-like share" in verified.output and "per-sample scores" in verified.output
     with open(out, "ab") as f:  # tamper with the output
         f.write(b"\0")
     tampered = runner.invoke(app, ["verify", str(out.with_suffix(".manifest.json"))])

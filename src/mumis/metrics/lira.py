@@ -107,3 +107,15 @@ def shadow_memberships(n_samples: int, n_shadows: int, seed: int = 0) -> np.ndar
             row[rng.permutation(n_samples)[: n_samples // 2]] = True
             rows.append(row)
     return np.stack(rows)
+
+
+def calibrated_scores(target: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Without shadows (serving a request): offline LiRA with one global OUT distribution, fitted on samples the
+    model never trained on — z(i) = (φ(i) − mean_ref φ) / std_ref φ. Large z: sample i is fitted like training data."""
+    return (np.asarray(target, float) - float(np.mean(reference))) / max(float(np.std(reference)), 1e-6)
+
+
+def member_like_share(scores: np.ndarray, reference_scores: np.ndarray, quantile: float = 0.95) -> float:
+    """% of ``scores`` above the ``quantile`` of the never-seen samples' scores: ≈ 100·(1 − quantile) for samples the
+    model treats like unseen data, up to 100 for samples it still fits like training data."""
+    return 100.0 * float((np.asarray(scores) > np.quantile(reference_scores, quantile)).mean())

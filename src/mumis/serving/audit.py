@@ -36,7 +36,7 @@ from mumis.schema import (
     read_json,
 )
 
-MANIFEST_VERSION = 2  # 2: the body is sealed by ``digest``
+MANIFEST_VERSION = 2  # 2: the body is sealed by ``digest`` and carries per-sample evidence
 _PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
 _ID = re.compile(r"[0-9]{1,18}")  # ASCII digits only: int() would also take '1_000' and other scripts' digits
 
@@ -199,7 +199,10 @@ MANIFEST_SCHEMA = {
                "why": STR},
     "evaluation_read": list_of(STR),
     "stop": {"reason": STR, "steps": INT, "trace": ANY_LIST},
-    "before": _METRICS, "after": _METRICS, "wall_s": NUMBER, "versions": OBJECT, "git_sha": optional(STR),
+    "before": _METRICS, "after": _METRICS,
+    "evidence": {"calibration": STR, "before": {"member_like": NUMBER},
+                 "after": {"member_like": NUMBER, "scores": list_of(NUMBER)}},
+    "wall_s": NUMBER, "versions": OBJECT, "git_sha": optional(STR),
     "digest": {"body_sha256": SHA256, "fields": OBJECT},
 }
 # the request fields each kind of request does not have

@@ -28,7 +28,8 @@ from mumis.data import (
 from mumis.errors import MumisError
 from mumis.methods import UnlearningMethod, get_method, raise_if_diverged
 from mumis.methods.auto import resolve
-from mumis.metrics import evaluate
+from mumis.metrics import evaluate, predict_logits
+from mumis.metrics.lira import calibrated_scores, member_like_share, scaled_confidence
 from mumis.runtime import isolated_global_state, seed_everything, versions
 from mumis.serving.audit import (
     MANIFEST_VERSION,
@@ -140,6 +141,21 @@ def prepare_request(checkpoint, model_path, data, split_file, ids, forget_class,
                            out, trace, request, why)
 
 
+def _per_sample_evidence(model: nn.Module, task: TaskData) -> dict:
+    """Per forget sample, how far it is fitted like training data: its logit-scaled confidence calibrated against the
+    test samples a method's held-out rule never reads (the odd half), and the share of D_f above their 95th
+    percentile (≈ 5 % for samples the model treats as unseen). The same code runs in ``serve`` and ``verify``."""
+    reference = task.test.subset(range(1, len(task.test), 2))
+    ref_phi = scaled_confidence(predict_logits(model, reference), reference.labels)
+    scores = calibrated_scores(scaled_confidence(predict_logits(model, task.forget), task.forget.labels), ref_phi)
+    share = member_like_share(scores, calibrated_scores(ref_phi, ref_phi))
+    return {"member_like": round(share, 4), "scores": [round(float(v), 4) for v in scores]}
+
+
+EVIDENCE_CALIBRATION = ("offline LiRA with a global OUT fit: z = (phi - mean) / std of the logit-scaled confidence over the "
+                        "odd half of the test split; member_like = % of D_f above that half's 95th percentile of z")
+
+
 def _forget_metrics(model: nn.Module, task: TaskData) -> dict:
     """What the manifest records before and after, and what `mumis verify` recomputes: one code path for all three."""
     metrics = evaluate(model, task)
@@ -157,10 +173,12 @@ def _serve(req: DeletionRequest, trace: bool) -> dict:
     input_sha = file_sha256(req.checkpoint)
     seed_everything(req.meta.seed)
     before = _forget_metrics(req.model, req.task)
+    evidence_before = _per_sample_evidence(req.model, req.task)
     result, data, sw = apply_method(req.method, req.model, req.task, req.surrogate)
     raise_if_diverged(result, req.method.name, f"nothing was written and {req.checkpoint} is unchanged")
     metrics = evaluate(result.model, req.task)
     after = {"fa": metrics["fa"], "mia": metrics["mia"]}
+    evidence_after = _per_sample_evidence(result.model, req.task)
     written = output_files(req.out, trace)
     trace_stem = req.out.with_suffix(".trace") if trace else None
     try:
@@ -178,7 +196,10 @@ def _serve(req: DeletionRequest, trace: bool) -> dict:
                        "request": req.kind, "why": req.why},
             "evaluation_read": ["forget", "retain", "test"],  # the metrics below, not the method
             "stop": {"reason": result.stop_reason, "steps": result.steps, "trace": result.trace},
-            "before": before, "after": after, "wall_s": sw.seconds, "versions": versions(), "git_sha": git_sha(),
+            "before": before, "after": after,
+            "evidence": {"calibration": EVIDENCE_CALIBRATION, "before": {"member_like": evidence_before["member_like"]},
+                         "after": evidence_after},
+            "wall_s": sw.seconds, "versions": versions(), "git_sha": git_sha(),
         }
         text = manifest_text(body, _json_default)  # the digest, written last, seals every field above
         atomic_write_text(manifest_path(req.out), text)
@@ -237,4 +258,12 @@ def verify_manifest(path: Path, data_dir: Optional[Path] = None) -> list[tuple[s
             expected = manifest[when][key]
             checks.append((f"{key.upper()} {when} (%)", round(expected, 4), round(now_metrics[key], 4),
                            abs(expected - now_metrics[key]) < 1e-6))
+        evidence, recorded = _per_sample_evidence(model, task), manifest["evidence"][when]
+        checks.append((f"member-like share of D_f {when} (%)", recorded["member_like"], evidence["member_like"],
+                       abs(recorded["member_like"] - evidence["member_like"]) < 1e-3))
+        if when == "after":
+            worst = max((abs(a - b) for a, b in zip(recorded["scores"], evidence["scores"])), default=0.0)
+            same = len(recorded["scores"]) == len(evidence["scores"]) and worst < 1e-3
+            checks.append(("per-sample scores after", f"{len(recorded['scores'])} samples",
+                           f"max |Δ| {worst:.1e}" if same else "differ", same))
     return checks
