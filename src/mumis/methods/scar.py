@@ -126,8 +126,7 @@ class Scar(UnlearningMethod):
         def check(step, optimizer):
             if cfg.stop_forget_acc is None:
                 return False
-            forget_acc.append(accuracy(model, forget, cfg.batch_size))
-            model.train()  # accuracy() leaves the model in eval mode; the loop trains in train mode
+            forget_acc.append(accuracy(model, forget, cfg.batch_size))  # hands the model back in train mode
             return forget_acc[-1] < cfg.stop_forget_acc
 
         report = fit(model, surrogate, cfg.recipe(), seed=cfg.seed, loss_fn=loss_fn, on_step=check,
