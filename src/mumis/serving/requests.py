@@ -92,8 +92,11 @@ def _forget_set(kind: str, value, split, train) -> tuple[ForgetSet, dict]:
 def request_kind(ids, forget_class, forget_file) -> str:
     """What the request names: ``class`` (``--class``, or a forget file of whole classes) or ``samples`` (``--ids``,
     or a forget file of random or sub-class samples)."""
-    kind, value = _one("forget request", ids=ids, **{"class": forget_class}, forget=forget_file)
-    if kind == "forget":
+    return _request_of(*_one("forget request", ids=ids, **{"class": forget_class}, forget=forget_file))
+
+
+def _request_of(kind: str, value) -> str:
+    if kind in ("forget", "forget_file"):
         fs = ForgetSet.load(Path(value))
         return "class" if fs.forgotten_class is not None or fs.forgotten_classes else "samples"
     return "class" if kind == "class" else "samples"
@@ -120,7 +123,7 @@ def prepare_request(checkpoint, model_path, data, split_file, ids, forget_class,
     kind = {"forget": "forget_file"}.get(kind, kind)
     check_output(out, [ckpt, sidecar_path(ckpt), Path(spec)] + ([Path(value)] if kind != "class" else []), overwrite,
                  trace)
-    request = request_kind(ids, forget_class, forget_file)
+    request = _request_of(kind, value)
     choice = resolve(method, request, set(SPLIT_DATA), options)
     method, options, why = choice.method, choice.options, why or choice.why
     unlearner = get_method(method, **options)  # unknown method / option: fail before loading anything
