@@ -22,6 +22,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+import mumis.experimental  # noqa: F401 — registers mumis_study, the method every variant row runs
 from mumis.bench import ExperimentConfig, run_experiment
 from mumis.data import superclass_view
 from mumis.training import TrainRecipe
@@ -225,7 +226,7 @@ def _methods(task: str, skip: set, only: list | None = None, num_classes: int = 
         options = dict(options)
         if options.pop("floor", False):
             options["fa_floor"] = 100.0 / num_classes
-        method = options.pop("method", "mumis")
+        method = options.pop("method", "mumis_study")  # the study's method: every variant is one option of it
         out.append((label, method, tuple(sorted(options.items()))))
     return tuple(out)
 

@@ -8,10 +8,13 @@ from torch import nn
 
 from mumis.bench.experiment import apply_method
 from mumis.data import ImageDataset
-from mumis.methods import DataAccessError, get_method, grant, mumis_loss, run_method
-from mumis.methods.stopping import DipRecoverRule
+from mumis.errors import MumisError
+from mumis.methods import DataAccessError, DataRole, get_method, grant, mumis_loss, run_method
+from mumis.methods.forget_descent import sharpest_curvature
+from mumis.methods.mumis import VARIANTS, MuMis, MuMisConfig
+from mumis.methods.stopping import DipRecoverRule, accuracy_tolerance, membership_threshold
 from mumis.metrics import accuracy
-from mumis.models import create_model
+from mumis.models import classifier_head, create_model
 
 
 def _naive_loss(model, x, y, other):
@@ -101,14 +104,14 @@ def _run(model, task, **options):
 
 def test_mumis_forgets_a_class_on_digits_and_keeps_the_rest(digits_model, digits_task):
     before = {k: accuracy(digits_model, getattr(digits_task, k)) for k in ("forget", "retain", "test")}
-    result = _run(digits_model, digits_task, fa_floor=20.0)
+    result = _run(digits_model, digits_task, variant="default")
     after = {k: accuracy(result.model, getattr(digits_task, k)) for k in ("forget", "retain", "test")}
     assert before["forget"] > 90
     assert after["forget"] <= 20, (before, after, result.stop_reason)
     assert after["retain"] >= before["retain"] - 15 and after["test"] >= before["test"] - 15
     assert result.trace[0]["step"] == 0 and result.trace[0]["forget_acc"] == pytest.approx(before["forget"])
     assert {"target", "irrelevant", "loss", "forget_acc"} <= set(result.trace[-1])
-    assert result.stop_reason in {"dip_recover", "fa_floor"}
+    assert result.stop_reason == "fa_floor"
 
 
 def test_a_class_request_stops_one_pass_after_forget_accuracy_stops_falling(digits_model, digits_task):
@@ -122,8 +125,7 @@ def test_a_class_request_stops_one_pass_after_forget_accuracy_stops_falling(digi
         if row["forget_acc"] < best:
             best, last_drop = row["forget_acc"], row["step"]
     assert result.stop_reason == "fa_stalled" and result.steps == last_drop + per_pass < 500
-    off = get_method("mumis", fa_floor=-1.0, max_steps=40, check_every=1, stall_passes=None, stop="none",
-                     show_progress=False)
+    off = get_method("mumis", fa_floor=-1.0, max_steps=40, check_every=1, stall_passes=None, show_progress=False)
     assert run_method(off, digits_model, grant(off, forget=digits_task.forget), 10).stop_reason == "max_steps"
 
 
@@ -214,3 +216,134 @@ def test_chunk_size_follows_the_memory_budget(digits_model, digits_task):
     chunks = [_run(digits_model, digits_task, variant="default", batch_size=4096, memory_budget_mb=mb, max_steps=2)
               .info["chunk_size"] for mb in (0.5, 512)]
     assert 1 <= chunks[0] < chunks[1] <= len(digits_task.forget)
+
+
+# ----------------------------------------------------------------------------- the default, and sample requests
+def test_head_only_update_leaves_the_features_bit_identical(digits_model, digits_task):
+    result = _run(digits_model, digits_task, update="head", lr_scale="curvature", lr=0.1, max_steps=4, check_every=2,
+                  delta=5.0)
+    head = [m for m in result.model.modules() if isinstance(m, nn.Linear)][-1]
+    head_ids = {id(p) for p in head.parameters()}
+    for (name, p), q in zip(result.model.named_parameters(), digits_model.parameters()):
+        if id(p) not in head_ids:
+            assert torch.equal(p, q), name
+    original_head = [m for m in digits_model.modules() if isinstance(m, nn.Linear)][-1]
+    assert not torch.equal(head.weight, original_head.weight)  # (the bias gets no gradient: it does not move ∇x f)
+    assert all(p.requires_grad for p in result.model.parameters())  # handed back as a normal model
+    with pytest.raises(MumisError, match="no layer that maps features to its 10 logits"):
+        conv_only = nn.Sequential(nn.Conv2d(1, 10, 8), nn.Flatten())
+        _run(conv_only, digits_task, update="head")
+
+
+def test_curvature_estimate_is_exact_on_a_quadratic():
+    """Power iteration with finite-difference Hessian-vector products recovers λ_max of ½ wᵀAw (= max eig of A)."""
+    torch.manual_seed(0)
+    q = torch.linalg.qr(torch.randn(6, 6))[0]
+    a = q @ torch.diag(torch.tensor([9.0, 4.0, 2.0, 1.0, 0.5, 0.1])) @ q.T
+    w = nn.Parameter(torch.randn(6))
+    before = w.detach().clone()
+    lam = sharpest_curvature(lambda: torch.autograd.grad(0.5 * w @ a @ w, [w]), [w], iters=60)
+    assert lam == pytest.approx(9.0, rel=1e-2)
+    assert torch.equal(w.detach(), before)  # weights restored bit for bit
+
+
+def _default(model, task, **options):
+    method = get_method("mumis", show_progress=False, **options)
+    return run_method(method, model, grant(method, forget=task.forget), task.num_classes)
+
+
+def test_default_moves_only_the_forgotten_class_row_and_never_hurts_other_classes(digits_model, digits_task):
+    """Class request: only row c of the head moves, so no retained sample can lose its prediction; run far past the
+    stop (no floor, 20× the steps) the objective is a bounded quadratic and the model still does not collapse."""
+    c = int(digits_task.forget.labels[0])
+    result = _default(digits_model, digits_task)
+    assert result.stop_reason == "fa_floor" and accuracy(result.model, digits_task.forget) == 0.0
+    assert result.info["lr"] == pytest.approx(0.5 / result.info["curvature"])
+    example = digits_task.forget.tensors()[0][:1]
+    head0, head1 = classifier_head(digits_model, example), classifier_head(result.model, example)
+    rows = [k for k in range(10) if not torch.equal(head0.weight[k], head1.weight[k])]
+    assert rows == [c] and torch.equal(head0.bias, head1.bias)
+    before = digits_model(digits_task.retain.tensors()[0]).argmax(1)
+    after = result.model(digits_task.retain.tensors()[0]).argmax(1)
+    y = digits_task.retain.labels
+    assert not ((before == y) & (after != y)).any()  # nobody who was right became wrong
+    long = _default(digits_model, digits_task, fa_floor=None, max_steps=20 * max(result.steps, 1))
+    assert accuracy(long.model, digits_task.retain) >= accuracy(digits_model, digits_task.retain)
+    assert accuracy(long.model, digits_task.forget) == 0.0
+
+
+def test_samples_request_defaults_to_the_membership_stop_unless_the_caller_chose():
+    """request="samples" takes SAMPLE_REQUEST_DEFAULTS for each option the caller left alone and always the membership
+    stop (the only one that reads a held-out set); what the caller set — by keyword, variant or config — stays."""
+    default = get_method("mumis", show_progress=False, request="samples").config
+    assert (default.stop, default.lr, default.check_every) == ("membership", 0.05, 1)
+    chosen = get_method("mumis", request="samples", lr=0.5, check_every=4).config
+    assert (chosen.stop, chosen.lr, chosen.check_every) == ("membership", 0.5, 4)
+    replaced = get_method("mumis", request="samples", stop="dip_recover", lr=0.2).config
+    assert (replaced.stop, replaced.lr, replaced.check_every) == ("membership", 0.2, 1)
+    paper = get_method("mumis", request="samples", variant="paper").config
+    assert (paper.stop, paper.lr, paper.objective) == ("membership", 1e-3, "paper")  # the preset's step stays
+    from_config = MuMis(MuMisConfig(request="samples", lr=0.3)).config
+    assert (from_config.stop, from_config.lr) == ("membership", 0.3)
+    assert get_method("mumis", request="class").config.stop == "forget_acc"  # class requests are untouched
+
+
+def test_presets_and_option_validation():
+    default, paper = get_method("mumis").config, get_method("mumis", variant="paper").config
+    assert (default.objective, default.update, default.lr_scale, default.stop) == ("target_only", "head", "curvature", "forget_acc")
+    assert (paper.objective, paper.update, paper.lr_scale, paper.lr, paper.stop) == ("paper", "all", "fixed", 1e-3, "dip_recover")
+    assert set(VARIANTS) == {"default", "paper"}  # the study's ablations live in mumis.experimental
+    with pytest.raises(MumisError, match="unknown MU-Mis variant"):
+        get_method("mumis", variant="bounded")
+    with pytest.raises(MumisError, match="is not one of"):
+        get_method("mumis", objective="all_classes")
+    with pytest.raises(MumisError, match="request='everything' is not one of"):
+        get_method("mumis", request="everything")
+
+
+def test_samples_request_stops_and_restores_when_heldout_accuracy_drops(digits_model, digits_task):
+    """A step size that wrecks the model: held-out accuracy falls below its start minus the tolerance, the run ends
+    with ``heldout_drop`` and returns the weights of the last check that passed (here: the original ones)."""
+    members = digits_task.retain.subset(range(0, 300, 3))
+    heldout = digits_task.test
+    method = get_method("mumis", show_progress=False, request="samples", update="all", lr_scale="fixed", lr=50.0,
+                        check_every=1, max_steps=50)
+    result = run_method(method, digits_model, grant(method, forget=members, heldout=heldout), 10)
+    assert result.stop_reason == "heldout_drop"
+    start = result.trace[0]["heldout_acc"]
+    assert result.trace[-1]["heldout_acc"] < start - result.info["heldout_tolerance"]
+    assert accuracy(result.model, heldout) >= start - result.info["heldout_tolerance"] - 1e-6
+    assert result.info["restored_step"] == result.trace[-2]["step"]
+
+
+def test_accuracy_tolerance_is_two_standard_errors_in_points():
+    assert accuracy_tolerance(90.0, 100) == pytest.approx(6.0)  # 200 · √(0.9 · 0.1 / 100)
+    assert accuracy_tolerance(50.0, 10_000) == pytest.approx(1.0)
+    assert 0 < accuracy_tolerance(100.0, 500) < 1e-3  # a perfect score still gets a (tiny) positive tolerance
+
+
+def test_membership_threshold_maximises_balanced_attack_accuracy():
+    member = torch.tensor([0.90, 0.95, 0.99, 0.999], dtype=torch.float64)
+    nonmember = torch.tensor([0.30, 0.80, 0.92, 0.97], dtype=torch.float64)
+    # ½(P_m(≥t) + P_n(<t)) peaks at 0.75 for t ∈ {0.90, 0.95, 0.99}: the smallest is chosen
+    assert membership_threshold(member, nonmember) == pytest.approx(0.90)
+    separated = membership_threshold(torch.tensor([0.9, 0.95]), torch.tensor([0.1, 0.5]))
+    assert separated == pytest.approx(0.9)  # every member at or above, every non-member below
+
+
+def test_membership_stop_declares_heldout_and_stops_once_forget_looks_unseen(digits_model, digits_task):
+    """stop='membership': the threshold is fixed at the start, the run stops once D_f's share below it reaches the
+    held-out share, or the held-out accuracy guard ends it; the held-out set is declared, retain data never read."""
+    method = get_method("mumis", show_progress=False, request="samples", stop="membership", lr=0.05, check_every=1,
+                        max_steps=60)
+    assert method.needs == {DataRole.FORGET, DataRole.HELDOUT} and method.config.stop == "membership"
+    members = digits_task.retain.subset(range(0, 300, 3))
+    result = run_method(method, digits_model, grant(method, forget=members, heldout=digits_task.test), 10)
+    first, last = result.trace[0], result.trace[-1]
+    assert 0.0 < result.info["membership_threshold"] <= 1.0
+    assert first["forget_below"] < first["heldout_below"]  # members start more confident than unseen data
+    assert result.stop_reason in ("membership", "heldout_drop", "max_steps")
+    if result.stop_reason == "membership":
+        assert last["forget_below"] >= last["heldout_below"] and result.steps > 0
+    tol = result.info["heldout_tolerance"]
+    assert accuracy(result.model, digits_task.test) >= first["heldout_acc"] - tol - 1e-6

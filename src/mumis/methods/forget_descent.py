@@ -1,0 +1,193 @@
+"""The moving parts every MU-Mis run shares, so that the method files read like their algorithms: the model on the
+device in eval mode with only the chosen weights trainable, seeded mini-batches of D_f and draws of c', gradients of
+a double-backprop loss computed within a memory budget, and the monitor that the stop rules read."""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Callable, Iterator, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mumis.data import ImageDataset, iter_batches
+from mumis.methods.stopping import label_confidence
+from mumis.metrics.accuracy import predict_logits
+from mumis.models import (
+    chunked_gradients,
+    classifier_head,
+    double_backprop_chunk,
+    logit_input_gradients,
+    random_other_classes,
+    squared_norms,
+)
+from mumis.runtime import DOUBLE_BACKPROP_LAYOUT, device
+
+# loss(x, y, other, rows) → the mean loss of one chunk: inputs x, labels y, irrelevant classes c', and the chunk's
+# row numbers in D_f (for objectives that keep per-sample state)
+ChunkLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class ForgetDescent:
+    """Gradient steps on a loss over the forget set, and the statistics that decide when to stop.
+
+    ``update``: ``"head"`` moves only the classifier layer (found from the forward pass, ``models/head.py``),
+    ``"all"`` every weight. The whole model stays in eval mode (train-mode BatchNorm would couple the samples of a
+    batch inside the input gradient). The monitor measures the target and irrelevant sensitivities on a fixed panel
+    of ``monitor_classes`` irrelevant classes for ``monitor_size`` forget samples drawn once (successive checks
+    compare the same quantity), and forget accuracy and loss on all of D_f. The caller's model is used as given:
+    the framework hands a method a copy.
+    """
+
+    def __init__(self, model: nn.Module, forget: ImageDataset, num_classes: int, update: str, batch_size: int,
+                 seed: int, memory_budget_mb: float, chunk_size: int = 0, monitor_classes: int = 3,
+                 monitor_size: int = 1024):
+        self.dev = device()
+        self.model = model.to(self.dev, memory_format=DOUBLE_BACKPROP_LAYOUT).eval()
+        self.forget, self.num_classes, self.batch_size = forget, num_classes, batch_size
+        example = forget.batch(torch.arange(1))[0].to(self.dev)
+        self.weights = list(model.parameters()) if update == "all" else list(classifier_head(model, example).parameters())
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in self.weights:
+            p.requires_grad_(True)
+        self.labels = forget.labels  # inputs are normalised batch by batch: D_f is never held as one float tensor
+        self.generator = torch.Generator().manual_seed(seed)  # c' and the batch order
+        self.panel = fixed_panel(self.labels, num_classes, monitor_classes, self.generator)
+        self.aside = torch.Generator().manual_seed(seed + 1)  # draws that leave the c' / batch-order stream untouched
+        self.watched = torch.randperm(len(forget), generator=self.aside)[:monitor_size].sort().values
+        self.fits = chunk_size or double_backprop_chunk(model, tuple(forget.images.shape[1:]), memory_budget_mb * 2**20)
+        self.chunk = min(batch_size, self.fits, len(forget))  # passes that go batch by batch never hold more
+        self.per_pass = math.ceil(len(forget) / batch_size)
+
+    def batches(self) -> Iterator[torch.Tensor]:
+        """Mini-batches of D_f (row numbers), one shuffled pass after another, without end."""
+        while True:
+            yield from torch.randperm(len(self.labels), generator=self.generator).split(self.batch_size)
+
+    def irrelevant_classes(self, index: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """c' for each sample of ``index``: uniform over the K−1 classes other than its label."""
+        return random_other_classes(self.labels[index].to(self.dev), self.num_classes, generator or self.generator)
+
+    def gradients(self, loss: ChunkLoss, index: torch.Tensor, other: torch.Tensor) -> tuple[float, list[torch.Tensor]]:
+        """The mean of ``loss`` over the samples ``index`` and its gradient in the moving weights, inputs loaded
+        and double-backprop graphs built one chunk at a time (the same step as one pass over the batch)."""
+
+        def chunk_loss(sl: slice) -> torch.Tensor:
+            x, y = (t.to(self.dev) for t in self.forget.batch(index[sl]))
+            return loss(x, y, other[sl], index[sl])
+
+        return chunked_gradients(chunk_loss, len(index), self.fits, self.weights)
+
+    def curvature(self, loss: ChunkLoss) -> float:
+        """|λ|_max of ``loss``'s Hessian in the moving weights at the current weights, on 4 batches of D_f."""
+        first = torch.randperm(len(self.labels), generator=self.aside)[: 4 * self.batch_size]
+        other = self.irrelevant_classes(first, self.aside)
+        return sharpest_curvature(lambda: self.gradients(loss, first, other)[1], self.weights)
+
+    def monitor(self, threshold: Optional[float] = None, heldout: Optional[ImageDataset] = None) -> dict:
+        """The forget set's statistics (:func:`forget_statistics`) and, given a held-out set, its accuracy and loss
+        (and the share below a membership ``threshold``)."""
+        stats = forget_statistics(self.model, self.forget, self.panel, self.watched, self.chunk, self.dev, threshold)
+        if heldout is not None:
+            logits = predict_logits(self.model, heldout, 4 * self.chunk)
+            stats["heldout_acc"] = 100.0 * (logits.argmax(1) == heldout.labels).float().mean().item()
+            stats["heldout_loss"] = F.cross_entropy(logits, heldout.labels).item()
+            if threshold is not None:
+                stats["heldout_below"] = 100.0 * float((label_confidence(logits, heldout.labels) < threshold).double().mean())
+        return stats
+
+    def apply(self, optimizer: torch.optim.Optimizer, grads: list[torch.Tensor]) -> None:
+        for p, g in zip(self.weights, grads):
+            p.grad = g
+        optimizer.step()
+
+    def snapshot(self) -> dict:
+        return copy.deepcopy(self.model.state_dict())
+
+    def finish(self) -> nn.Module:
+        for p in self.model.parameters():
+            p.requires_grad_(True)
+        return self.model.eval()
+
+
+def sharpest_curvature(grad_fn, params: list[nn.Parameter], iters: int = 20, rtol: float = 1e-3) -> float:
+    """|λ|_max of the Hessian of a loss in ``params``, given ``grad_fn()`` → the loss's gradient (one tensor per
+    parameter) at the current weights: power iteration on finite-difference Hessian-vector products,
+    Hv ≈ (∇L(w + εv) − ∇L(w)) / ε, which needs only the gradients MU-Mis already computes (exact for a quadratic
+    objective, such as the target term on the classifier layer). It stops once an iteration changes the estimate by
+    less than ``rtol`` of it (on the demo: 10 of 20 iterations, 0.013 % from the 20-iteration value), or after
+    ``iters``. The weights are restored bit for bit."""
+    saved = [p.detach().clone() for p in params]
+    g0 = [g.detach() for g in grad_fn()]
+    generator = torch.Generator().manual_seed(0)
+    v = [torch.randn(p.shape, generator=generator).to(p.device) for p in params]
+    norm = math.sqrt(sum(float((t * t).sum()) for t in v))
+    v = [t / norm for t in v]
+    scale = math.sqrt(sum(float((p * p).sum()) for p in saved)) or 1.0
+    eps, lam = 1e-3 * scale, 0.0
+    for _ in range(iters):
+        with torch.no_grad():
+            for p, s0, t in zip(params, saved, v):
+                p.copy_(s0 + eps * t)
+        g1 = grad_fn()
+        with torch.no_grad():
+            for p, s0 in zip(params, saved):
+                p.copy_(s0)
+        hv = [(b.detach() - a) / eps for a, b in zip(g0, g1)]
+        previous, lam = lam, sum(float((h * t).sum()) for h, t in zip(hv, v))
+        norm = math.sqrt(sum(float((h * h).sum()) for h in hv))
+        if norm == 0.0:
+            return 0.0
+        v = [h / norm for h in hv]
+        if abs(lam - previous) <= rtol * abs(lam):
+            break
+    return abs(lam)
+
+
+def fixed_panel(labels: torch.Tensor, num_classes: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """``size`` distinct irrelevant classes per sample (N × size), drawn once: c' = (c + s) mod K, s ∈ 1..K−1."""
+    size = max(1, min(size, num_classes - 1))
+    shifts = torch.stack([torch.randperm(num_classes - 1, generator=generator)[:size] + 1 for _ in range(len(labels))])
+    return (labels.view(-1, 1) + shifts) % num_classes
+
+
+@torch.no_grad()
+def forget_statistics(model, forget, panel, watched, batch_size, dev, threshold: Optional[float] = None) -> dict:
+    """Mean target and irrelevant sensitivities over the ``watched`` forget samples,
+
+        target = mean_i ‖∇x f_{c_i}(x_i)‖,   irrelevant = mean_i mean_{c' ∈ panel_i} ‖∇x f_{c'}(x_i)‖
+
+    (and the same means of the squares, ``target_sq`` / ``irrelevant_sq``), and forget accuracy (%) and mean
+    cross-entropy over all of D_f — plus, given a membership ``threshold``, the share (%) of D_f whose true-class
+    confidence is below it (``forget_below``), from the same forward pass."""
+    correct, loss_sum, below = 0, 0.0, 0
+    for x, y in iter_batches(forget, 4 * batch_size):  # batch by batch: nothing here grows with |D_f|
+        logits = model(x.to(dev)).float().cpu()
+        correct += int((logits.argmax(1) == y).sum())
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        if threshold is not None:
+            below += int((label_confidence(logits, y) < threshold).sum())
+    watched_data, panel = forget.subset(watched), panel[watched]
+    sums = dict(target=0.0, irrelevant=0.0, target_sq=0.0, irrelevant_sq=0.0)
+    for start, (x, y) in zip(range(0, len(watched_data), batch_size), iter_batches(watched_data, batch_size)):
+        sl = slice(start, start + batch_size)
+        with torch.enable_grad():
+            x = x.to(dev).requires_grad_(True)
+            logits = model(x)
+            t_sq = squared_norms(logit_input_gradients(model, x, y.to(dev), logits=logits)).detach()
+            o_sq = torch.stack([
+                squared_norms(logit_input_gradients(model, x, panel[sl, j].to(dev), logits=logits)).detach()
+                for j in range(panel.shape[1])
+            ])
+        sums["target"] += t_sq.sqrt().sum().item()
+        sums["target_sq"] += t_sq.sum().item()
+        sums["irrelevant"] += o_sq.sqrt().mean(0).sum().item()
+        sums["irrelevant_sq"] += o_sq.mean(0).sum().item()
+    out = {k: v / len(watched_data) for k, v in sums.items()}
+    out["forget_acc"] = 100.0 * correct / len(forget)
+    out["forget_loss"] = loss_sum / len(forget)
+    if threshold is not None:
+        out["forget_below"] = 100.0 * below / len(forget)
+    return out
