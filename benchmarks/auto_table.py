@@ -24,6 +24,8 @@ sys.path.insert(0, str(HERE))
 
 from mumis_variants import CLASS_VARIANTS, RANDOM_VARIANTS  # noqa: E402
 
+from mumis.experimental import product_equivalent  # noqa: E402
+
 RESULTS = HERE.parent / "results" / "mumis_variants.jsonl"
 TABLE = HERE.parent / "src" / "mumis" / "methods" / "auto_table.json"
 KINDS = {"class": ("full_class",), "samples": ("random", "sub_class")}
@@ -31,11 +33,12 @@ LEVELS = (("forget",), ("forget", "heldout"), ("forget", "heldout", "train_size"
 COVERAGE = 0.75
 
 
-def _configuration(label: str, kind: str) -> tuple[str, dict]:
+def _configuration(label: str, kind: str) -> tuple[str, dict] | None:
+    """The product method and options that ran as ``label`` in the grid, or None when only the study has them."""
     options = dict((CLASS_VARIANTS if kind == "class" else RANDOM_VARIANTS)[label])
     if options.pop("floor", False):
         options["fa_floor"] = 10.0  # 100/K on the grid's 10-class data
-    return options.pop("method", "mumis"), options
+    return product_equivalent(options.pop("method", "mumis_study"), options)
 
 
 def _needs(method: str, options: dict) -> set[str]:
@@ -58,7 +61,10 @@ def build(rows: list[dict]) -> dict:
         for level in LEVELS:
             best = None
             for label in labels:
-                method, options = _configuration(label, kind)
+                configuration = _configuration(label, kind)
+                if configuration is None:
+                    continue  # a configuration the product does not offer (the study's losing variants)
+                method, options = configuration
                 if options.get("stop") == "none" or not _needs(method, options) <= set(level):
                     continue  # a fixed step count is a study's probe (chosen in hindsight), not a stop rule
                 covered = [c for c in cells if (c, label) in mean]

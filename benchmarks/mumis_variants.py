@@ -92,30 +92,30 @@ RANDOM_VARIANTS = {  # random and sub-class forgetting (sample requests): the re
     "newton(2wd)": {"method": "newton", "weight_decay": 1e-3},
     # round 7: the K-FAC step on every conv/linear layer, scanned up from 1/64 until the membership rule or the
     # held-out guard stops it (newton's layers="all")
-    "newton(all_layers)": {"method": "newton", "layers": "all", "keep_class_losses": False, "match_accuracy": False,
+    "newton(all_layers)": {"method": "newton_study", "layers": "all", "keep_class_losses": False, "match_accuracy": False,
                           "curvature": "kfac"},
     # round 8: the same step projected so that each class's mean held-out loss is unchanged to first order
-    "newton(all_layers+class_losses)": {"method": "newton", "layers": "all", "reproject": False, "match_accuracy": False,
+    "newton(all_layers+class_losses)": {"method": "newton_study", "layers": "all", "reproject": False, "match_accuracy": False,
                                        "curvature": "kfac"},
     # round 9: the projection re-done at every scale of the scan (constraints on the even half of the held-out set,
     # stop rule on the odd half)
-    "newton(all_layers+reproject)": {"method": "newton", "layers": "all", "reproject": True, "match_accuracy": False,
+    "newton(all_layers+reproject)": {"method": "newton_study", "layers": "all", "reproject": True, "match_accuracy": False,
                                     "curvature": "kfac"},
     # round 9: either all-layer scan also stopped once D_f's accuracy is down to held-out accuracy; the second was
     # layers="all"'s default in round 9
-    "newton(all_layers+class_losses+match_acc)": {"method": "newton", "layers": "all", "reproject": False,
+    "newton(all_layers+class_losses+match_acc)": {"method": "newton_study", "layers": "all", "reproject": False,
                                                   "match_accuracy": True, "curvature": "kfac"},
-    "newton(all_layers+reproject+match_acc)": {"method": "newton", "layers": "all", "reproject": True,
+    "newton(all_layers+reproject+match_acc)": {"method": "newton_study", "layers": "all", "reproject": True,
                                                "match_accuracy": True, "curvature": "kfac"},
     # round 9: the same on a finer scan (2^(1/4) apart instead of √2)
-    "newton(all_layers+reproject+match_acc+fine)": {"method": "newton", "layers": "all", "reproject": True,
+    "newton(all_layers+reproject+match_acc+fine)": {"method": "newton_study", "layers": "all", "reproject": True,
                                                     "match_accuracy": True, "scan_resolution": 4, "curvature": "kfac"},
     # round 10: the same with EK-FAC curvature (K-FAC's eigenvectors, each eigen-direction's curvature refit):
     # layers="all"'s default since round 10
-    "newton(all_layers+reproject+match_acc+ekfac)": {"method": "newton", "layers": "all", "reproject": True,
+    "newton(all_layers+reproject+match_acc+ekfac)": {"method": "newton_study", "layers": "all", "reproject": True,
                                                      "match_accuracy": True, "curvature": "ekfac"},
     # round 10: the EK-FAC default on round 9's finer scan
-    "newton(all_layers+reproject+match_acc+ekfac+fine)": {"method": "newton", "layers": "all", "reproject": True,
+    "newton(all_layers+reproject+match_acc+ekfac+fine)": {"method": "newton_study", "layers": "all", "reproject": True,
                                                           "match_accuracy": True, "curvature": "ekfac",
                                                           "scan_resolution": 4},
     "default+no_stop": {"fa_floor": None, "stop": "none", "max_steps": 300},

@@ -93,7 +93,7 @@ def test_forget_refuses_to_overwrite_its_input(workdir):
     (["forget", "{d}/original.safetensors", "--split", "{d}/split.json", "--forget", "{d}/forget.json",
       "--out", "{d}/x.safetensors", "--option", "learning_rate=1"], "bad --option"),
     (["forget", "{d}/original.safetensors", "--split", "{d}/split.json", "--forget", "{d}/forget.json",
-      "--out", "{d}/x.safetensors", "--method", "newton", "--option", "keep_class_losses=maybe"], "keep_class_losses takes"),
+      "--out", "{d}/x.safetensors", "--method", "newton", "--option", "guard=maybe"], "guard takes"),
     (["forget", "{d}/original.safetensors", "--split", "{d}/split.json", "--forget", "{d}/forget.json",
       "--out", "{d}/x.safetensors", "--method", "scar"], "needs surrogate data"),
     (["demo", "--preset", "tiny", "--out", "{d}/x", "--methods", "mumis,nope"], "unknown method(s) ['nope']"),

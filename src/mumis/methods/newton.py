@@ -45,25 +45,31 @@ class NewtonConfig:
     # "head": the exact step on the classifier layer (above). "all": a K-FAC step on every conv and linear layer,
     # taken only as far as a scan over scan_scales() allows (see Newton); for ResNets that memorise D_f in the features.
     layers: str = "head"
-    # layers="all" only: project the step so that each class's mean held-out loss is unchanged to first order (the
-    # part of the step that moves unseen data too is damage, not D_f's contribution). False: the unprojected step.
+
+
+@dataclass(frozen=True)
+class ScanSettings:
+    """How the all-layer step is built and scanned. The product runs the settings that measured closest to retrain
+    (docs/research/mumis-variants.md); the study's ``newton_study`` (mumis.experimental) varies them.
+
+    * ``keep_class_losses``: project the step so that each class's mean held-out loss is unchanged to first order
+      (the part of the step that moves unseen data too is damage, not D_f's contribution).
+    * ``reproject``: project again at every scale of the scan, with the class losses' gradients at the weights
+      reached so far (the path bends where a fixed projection stops holding); the constraints then use the even half
+      of the held-out set and the stop rule the odd half — on the same samples the constraints would blind the guard.
+    * ``match_accuracy``: also stop at the first scale where D_f's accuracy is no higher than held-out accuracy (a
+      retrained model classifies D_f like any unseen data).
+    * ``curvature``: "ekfac" — K-FAC's eigenvectors with each eigen-direction's curvature refit from per-sample
+      gradients (George et al. 2018), closer to retrain on the ResNets than "kfac" (A ⊗ G per layer) for about
+      twice the time.
+    * ``resolution``: scales per doubling of the step in the scan from 1/64 to 1 (2: √2 apart, 13 scales).
+    """
+
     keep_class_losses: bool = True
-    # layers="all" with keep_class_losses only: project the step again at every scale of the scan, with the class
-    # losses' gradients at the weights reached so far (the path bends where a fixed projection stops holding); the
-    # constraints then use the even half of the held-out set and the stop rule the odd half — on the same samples
-    # the constraints would blind the accuracy guard. None: True when the step keeps the class losses.
-    reproject: Optional[bool] = None
-    # layers="all" only: also stop the scan at the first scale where D_f's accuracy is no higher than held-out
-    # accuracy (a retrained model classifies D_f like any unseen data). False: the membership rule alone.
-    # None: True with layers="all".
-    match_accuracy: Optional[bool] = None
-    # layers="all" only: scales per doubling of the step in the scan from 1/64 to 1 (2: √2 apart, 13 scales; 4: 25).
-    # A finer scan stops nearer to where the guard or the rule is crossed, for up to twice the scan's time.
-    scan_resolution: int = 2
-    # layers="all" only: the curvature the step is solved with. "kfac": A ⊗ G per layer. "ekfac": K-FAC's
-    # eigenvectors with each eigen-direction's curvature refit from per-sample gradients (George et al. 2018), for about
-    # twice the time, closer to retrain on the ResNets. None: "ekfac" with layers="all".
-    curvature: Optional[str] = None
+    reproject: bool = True
+    match_accuracy: bool = True
+    curvature: str = "ekfac"
+    resolution: int = 2
 
 
 def scan_scales(per_doubling: int) -> tuple[float, ...]:
@@ -173,18 +179,15 @@ class Newton(UnlearningMethod):
       classifier layer (the small CNN: random 10 % and sub-class below 1.0 Avg. Gap). On the ResNets here the
       forget samples are fit perfectly inside the features (training loss ≈ 0), g_f ≈ 0 and the step is ≈ 0:
       the model is handed back nearly unchanged. Not meant for class requests (use MU-Mis).
-    * ``layers="all"``: the same removal step on every conv and linear layer with K-FAC curvature from
-      the held-out set (:mod:`mumis.methods.kfac`; damping = λ; the λθ term on linear layers only, since
-      convolutions behind BatchNorm are scale-invariant), projected (``keep_class_losses``) so that each
-      class's mean held-out loss does not move to first order. The full step collapses a ResNet — even with D_r's
-      own curvature — so it is scanned up from 1/64 of it in steps of √2 and stops at the first scale where the
+    * ``layers="all"``: the same removal step on every conv and linear layer with EK-FAC curvature from the
+      held-out set (:mod:`mumis.methods.kfac`; damping = λ; the λθ term on linear layers only, since convolutions
+      behind BatchNorm are scale-invariant), projected so that each class's mean held-out loss does not move to first
+      order (:class:`ScanSettings`). The full step collapses a ResNet — even with D_r's own curvature — so it is
+      scanned up from 1/64 of it in steps of √2, re-projected at every scale, and stops at the first scale where the
       one-threshold confidence attack (threshold fixed at the start from D_f vs held-out) calls as large a share of
-      D_f as of held-out data unseen (``stop_reason="membership"``), once D_f's accuracy is no higher than held-out
-      accuracy (``"forget_accuracy"``, ``match_accuracy``), or keeps the previous scale once held-out
-      accuracy falls by more than two standard errors (``"heldout_drop"``). The projection is redone
-      at every scale (``reproject``): the class-loss constraints from the even half of the held-out set, at the
-      weights reached so far, and the stop rule on the odd half (on the same samples the constraints would blind the guard). The curvature is EK-FAC
-      (``curvature``): K-FAC's eigenvectors, each eigen-direction's curvature refit from per-sample gradients.
+      D_f as of held-out data unseen (``stop_reason="membership"``) or D_f's accuracy is no higher than held-out
+      accuracy (``"forget_accuracy"``), or keeps the previous scale once held-out accuracy falls by more than two
+      standard errors (``"heldout_drop"``).
     """
 
     name = "newton"
@@ -193,38 +196,13 @@ class Newton(UnlearningMethod):
 
     def __init__(self, config: Optional[NewtonConfig] = None, **overrides):
         super().__init__(config, **overrides)
-        cfg = self.config
-        if cfg.layers not in ("head", "all"):  # at construction, like MU-Mis's options: before any data loads
-            raise MumisError(f"newton: layers={cfg.layers!r} is not one of 'head', 'all'")
-        if cfg.reproject and (cfg.layers != "all" or not cfg.keep_class_losses):
-            raise MumisError("newton: reproject=True re-projects the all-layer step that keeps each class's held-out loss; "
-                             "it needs layers=all and keep_class_losses=true")
-        if cfg.curvature not in (None, "kfac", "ekfac"):
-            raise MumisError(f"newton: curvature={cfg.curvature!r} is not one of 'kfac', 'ekfac'")
-        if cfg.curvature is not None and cfg.layers != "all":
-            raise MumisError(f"newton: curvature={cfg.curvature!r} is the all-layer step's curvature; it needs layers=all "
-                             "(the head-only step solves with the exact Hessian)")
-        if cfg.scan_resolution < 1:
-            raise MumisError(f"newton: scan_resolution={cfg.scan_resolution} must be at least 1 (scales per doubling)")
-        if cfg.match_accuracy and cfg.layers != "all":
-            raise MumisError("newton: match_accuracy=True is a stop rule of the all-layer scan; it needs layers=all "
-                             "(the head-only step takes one step, no scan)")
+        if self.config.layers not in ("head", "all"):  # at construction, like MU-Mis's options: before any data loads
+            raise MumisError(f"newton: layers={self.config.layers!r} is not one of 'head', 'all'")
 
     @property
-    def reproject(self) -> bool:
-        """The config's ``reproject`` with its default resolved (on for the class-loss-keeping all-layer step)."""
-        cfg = self.config
-        return cfg.reproject if cfg.reproject is not None else (cfg.layers == "all" and cfg.keep_class_losses)
-
-    @property
-    def curvature(self) -> str:
-        """The config's ``curvature`` with its default resolved (EK-FAC; only the all-layer step reads it)."""
-        return self.config.curvature or "ekfac"
-
-    @property
-    def match_accuracy(self) -> bool:
-        """The config's ``match_accuracy`` with its default resolved (on for the all-layer scan)."""
-        return self.config.match_accuracy if self.config.match_accuracy is not None else self.config.layers == "all"
+    def scan(self) -> ScanSettings:
+        """How the all-layer step is built and scanned (see ScanSettings)."""
+        return ScanSettings()
 
     def run(self, model: nn.Module, data: GrantedData, num_classes: int) -> MethodResult:
         cfg = self.config
@@ -271,26 +249,26 @@ class Newton(UnlearningMethod):
         threshold t* is fixed at the start) or, with ``match_accuracy``, where D_f's accuracy is down to held-out
         accuracy; keep the previous scale once held-out accuracy falls by more than two standard errors. With
         ``reproject`` the step is projected again at every scale (see the config)."""
-        cfg = self.config
+        cfg, scan_settings = self.config, self.scan
         start = {m: layer_matrix(m) for m in weight_layers(model)}
-        heldout, corrected = data.heldout, self.curvature == "ekfac"
-        if self.reproject:
+        heldout, corrected = data.heldout, scan_settings.curvature == "ekfac"
+        if scan_settings.reproject:
             if len(heldout) < 2:
-                raise MumisError(f"newton: reproject splits the held-out set in two (constraints, stop rule) and needs at "
-                                 f"least 2 samples, got {len(heldout)}; pass a larger held-out set or reproject=false")
+                raise MumisError(f"newton: the all-layer step splits the held-out set in two (constraints, stop rule) and "
+                                 f"needs at least 2 samples, got {len(heldout)}; pass a larger held-out set")
             constraint_set = heldout.subset(range(0, len(heldout), 2))
             heldout = heldout.subset(range(1, len(heldout), 2))
             step, inverse = removal_direction(model, data.forget, data.heldout, train_size, cfg.weight_decay,
                                               cfg.weight_decay, cfg.batch_size, corrected=corrected)
         else:
             step = kfac_removal_step(model, data.forget, heldout, train_size, cfg.weight_decay, cfg.weight_decay,
-                                     cfg.batch_size, keep_class_losses=cfg.keep_class_losses,
+                                     cfg.batch_size, keep_class_losses=scan_settings.keep_class_losses,
                                      corrected=corrected)
 
         def advance(position: dict, scale: float, reached: float) -> dict:
             """The weights at ``scale``: start + scale · Δ, or, re-projecting, the last point plus the step projected
             at it, times the distance to go."""
-            if not self.reproject:
+            if not scan_settings.reproject:
                 return {m: start[m] + scale * d for m, d in step.items()}
             increment = project_out(step, class_loss_gradients(model, constraint_set, cfg.batch_size), inverse)
             return {m: position[m] + (scale - reached) * d for m, d in increment.items()}
@@ -311,7 +289,7 @@ class Newton(UnlearningMethod):
             _, accuracy, forget_below, heldout_below, forget_acc = scan[-1]
             if forget_below >= heldout_below:
                 return "membership"
-            if self.match_accuracy and forget_acc <= accuracy:
+            if scan_settings.match_accuracy and forget_acc <= accuracy:
                 return "forget_accuracy"
             return None
 
@@ -320,7 +298,7 @@ class Newton(UnlearningMethod):
         if why := looks_unseen():  # D_f already looks unseen: nothing to do
             reason = why
         else:
-            for scale in scan_scales(cfg.scan_resolution):
+            for scale in scan_scales(scan_settings.resolution):
                 position = advance(accepted, scale, chosen)
                 set_layers(model, position)
                 conf_f, conf_h, accuracy, forget_accuracy = measure()
@@ -333,9 +311,9 @@ class Newton(UnlearningMethod):
                     reason = why
                     break
         set_layers(model, accepted)
-        info = {"layers": "all", "curvature": self.curvature, "keep_class_losses": cfg.keep_class_losses,
-                "reproject": self.reproject,
-                "match_accuracy": self.match_accuracy,
+        info = {"layers": "all", "curvature": scan_settings.curvature,
+                "keep_class_losses": scan_settings.keep_class_losses, "reproject": scan_settings.reproject,
+                "match_accuracy": scan_settings.match_accuracy,
                 "step_scale": chosen, "train_size": train_size, "membership_threshold": threshold,
                 "heldout_acc_before": before, "heldout_tolerance": tolerance, "rule_heldout_size": len(heldout),
                 "step_norm": float(sum(float((d ** 2).sum()) for d in step.values()) ** 0.5),
