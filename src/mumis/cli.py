@@ -1,4 +1,5 @@
-"""The ``mumis`` command line: split, train, forget, eval, demo. Thin: every command calls the library."""
+"""The ``mumis`` command line: split, train, forget, eval, demo, bench, tune, report. Thin: every command calls the
+library."""
 from __future__ import annotations
 
 import dataclasses
@@ -385,6 +386,76 @@ def bench(
         err_console.print(f"[red]failed:[/] {line}")
     if outcome.failed:
         raise typer.Exit(1)
+
+
+@app.command()
+@friendly_errors
+def tune(
+    method: str = typer.Argument(..., help="a method of the grid (its name or row label), or 'all' for every tunable one"),
+    grid: str = typer.Argument(..., help="a grid file (TOML) or a shipped preset: " + ", ".join(PRESETS)),
+    trials: int = typer.Option(20, help="finished trials per study (complete or over budget), the same for every method"),
+    budget: float = typer.Option(1.0, help="a trial may take at most this × the retrain's wall time (over: pruned)"),
+    seed: int = typer.Option(100, help="the tuning split/seed; must not be one of the grid's reported seeds"),
+    task: Optional[str] = typer.Option(None, help="tune on this task kind of the grid only"),
+    storage: Path = typer.Option(Path("runs/tuning.sqlite3"), help="the Optuna SQLite storage; rerun to resume"),
+    save: Optional[str] = typer.Option(None, help="add the best options to this recipe (a name such as 'tuned' for the "
+                                                  "package's recipes/tuned.json, or a .json path)"),
+    cache_dir: Optional[Path] = typer.Option(None, help="where original/retrain models are cached (default ~/.cache/mumis)"),
+    progress: bool = typer.Option(True, help="show the progress bar"),
+):
+    """Tune methods against retrain with Optuna (TPE): the same number of trials each, on a seed the reported cells
+    never use; a killed run resumes from the storage. Open the studies with optuna-dashboard sqlite:///STORAGE."""
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise MumisError("mumis tune needs Optuna: pip install 'mumis[tune]' (or pip install optuna)") from None
+    from mumis.bench.grid import load_grid
+    from mumis.bench.references import default_cache_dir
+    from mumis.bench.tuning import TuneSettings, recipe_entry, tunable, tune_grid
+    from mumis.methods.recipes import save_entry
+    if trials < 1:
+        raise MumisError(f"--trials must be at least 1, got {trials}")
+    if not (math.isfinite(budget) and budget > 0):
+        raise MumisError(f"--budget must be a finite number above 0, got {budget}")
+    spec = load_grid(grid)
+    if task is not None:
+        kinds = sorted({t.task.kind for t in spec.tasks})
+        if task not in kinds:
+            raise MumisError(f"--task {task!r} is not a task kind of grid {spec.name!r}; it has {kinds}")
+        spec = dataclasses.replace(spec, tasks=tuple(t for t in spec.tasks if t.task.kind == task))
+    if method == "all":
+        entries = [e for e in spec.methods if tunable(e) is None]
+        for e in spec.methods:
+            if tunable(e) is not None:
+                console.print(f"[dim]not tuned: {e.row_label} — {tunable(e)}[/]")
+    else:
+        entries = [e for e in spec.methods if method in (e.row_label, e.name) and not e.recipe]
+        if not entries:
+            raise MumisError(f"no method {method!r} in grid {spec.name!r}; it has {[e.row_label for e in spec.methods]}")
+        for e in entries:
+            if tunable(e) is not None:
+                raise MumisError(f"{e.row_label}: {tunable(e)}")
+    storage.parent.mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{storage.resolve()}"
+    settings = TuneSettings(trials=trials, budget=budget, seed=seed)
+    results = tune_grid(spec, entries, url, settings, Path(cache_dir) if cache_dir else default_cache_dir(),
+                        show_progress=progress)
+    table = Table(title=f"Tuning against retrain — grid {spec.name}, seed {seed}, {trials} trials each")
+    for col in ("method", "task", "dataset", "model", "done", "over budget", "default gap", "best gap", "best options",
+                "best s / retrain s", "tuning s"):
+        table.add_column(col, justify="left" if col in ("method", "task", "dataset", "model", "best options") else "right")
+    fmt = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
+    for cell, summary in results:
+        ratio = (f"{summary['best_wall_s']:.1f} / {summary['retrain_s']:.1f}" if summary["best_wall_s"] is not None
+                 else "–")
+        table.add_row(cell.label, cell.task.label, cell.dataset, cell.model, str(summary["complete"]),
+                      str(summary["over_budget"]), fmt(summary["default_gap"]), fmt(summary["best_gap"]),
+                      ", ".join(f"{k}={v:.3g}" for k, v in summary["best_params"].items()), ratio,
+                      f"{summary['cost_s']:.0f}")
+        if save and summary["best_params"]:
+            save_entry(save, recipe_entry(cell, summary, str(storage), settings))
+    console.print(table)
+    console.print(f"studies → {storage} (optuna-dashboard {url})" + (f"; recipe → {save}" if save else ""))
 
 
 @app.command()

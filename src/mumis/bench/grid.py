@@ -21,6 +21,11 @@ datasets = ["mnist5k"]        # optional: run this task on these of the grid's d
 name = "mumis"
 task_options = { random = { request = "samples" } }   # options added for one task kind only
 
+[[methods]]
+name = "ga"
+label = "ga (tuned)"
+recipe = "tuned"              # the options `mumis tune` found for this task kind and dataset family (methods/recipes)
+
 [suite]                       # fields of mumis.metrics.SuiteOptions
 relearn_max_steps = 200
 ```
@@ -35,7 +40,7 @@ import hashlib
 import json
 import tomllib
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Optional
@@ -43,6 +48,7 @@ from typing import Optional
 from mumis.data import TaskSpec, parse_task
 from mumis.errors import MumisError
 from mumis.methods import method_options
+from mumis.methods.recipes import load_recipe
 from mumis.metrics import SuiteOptions
 from mumis.schema import INT, OBJECT, STR, Kind, hint_kind, list_of
 from mumis.training import TrainRecipe
@@ -56,6 +62,14 @@ class MethodEntry:
     label: str = ""  # the row's name (default: the method's name)
     options: tuple = ()  # sorted (key, value) pairs for every task
     task_options: tuple = ()  # (task kind, sorted (key, value) pairs)
+    recipe: str = ""  # a tuned recipe (methods/recipes): its options for the task kind and dataset, under these
+
+    def resolved(self, kind: str, dataset: str) -> "MethodEntry":
+        """This entry with its recipe's tuned options for (kind, dataset) filled in; explicit options win."""
+        if not self.recipe:
+            return self
+        tuned = load_recipe(self.recipe).options(self.name, self.options_for(kind), kind, dataset)
+        return replace(self, options=tuple(sorted({**tuned, **dict(self.options)}.items())))
 
     def options_for(self, kind: str) -> dict:
         return {**dict(self.options), **dict(dict(self.task_options).get(kind, ()))}
@@ -138,7 +152,8 @@ class GridSpec:
                                       recipe=self.recipe_for(task.dataset_for(dataset)),
                                       suite=SuiteOptions(**{**asdict(self.suite), "seed": seed}))
                         out += [Cell(role=role, **common) for role in REFERENCE_ROLES]
-                        out += [Cell(role="method", method=m, **common) for m in self.methods]
+                        out += [Cell(role="method", method=m.resolved(task.kind, common["dataset"]), **common)
+                                for m in self.methods]
         return out
 
     def to_dict(self) -> dict:
@@ -166,9 +181,14 @@ def _typed(cls, table: dict, what: str):
 def _method_entry(table: dict) -> MethodEntry:
     if not isinstance(table.get("name"), str):
         raise MumisError(f"a [[methods]] entry needs a name (a string); got {table}")
-    unknown = sorted(set(table) - {"name", "label", "options", "task_options"})
+    unknown = sorted(set(table) - {"name", "label", "options", "task_options", "recipe"})
     if unknown:
-        raise MumisError(f"unknown key(s) {unknown} in [[methods]] {table['name']!r}; use name, label, options, task_options")
+        raise MumisError(f"unknown key(s) {unknown} in [[methods]] {table['name']!r}; use name, label, options, "
+                         "task_options, recipe")
+    if not isinstance(table.get("recipe", ""), str):
+        raise MumisError(f"method {table['name']!r}: recipe must be a recipe's name (a string), e.g. recipe = \"tuned\"")
+    if table.get("recipe"):
+        load_recipe(table["recipe"])  # a missing or malformed recipe fails here, before any work
     accepted = method_options(table["name"])  # also rejects an unknown method name
     per_task = table.get("task_options", {})
     if not isinstance(per_task, dict) or not all(isinstance(v, dict) for v in [table.get("options", {}), *per_task.values()]):
@@ -180,7 +200,7 @@ def _method_entry(table: dict) -> MethodEntry:
         if bad:
             raise MumisError(f"method {table['name']!r} has no option(s) {bad}; its options are {sorted(accepted)}")
     return MethodEntry(table["name"], table.get("label", ""), tuple(sorted(table.get("options", {}).items())),
-                       tuple(sorted((k, tuple(sorted(v.items()))) for k, v in per_task.items())))
+                       tuple(sorted((k, tuple(sorted(v.items()))) for k, v in per_task.items())), table.get("recipe", ""))
 
 
 _GRID_KINDS = {

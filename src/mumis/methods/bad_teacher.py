@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from mumis.data import concat_datasets
-from mumis.methods.base import DataRole, GrantedData, MethodResult, UnlearningMethod
+from mumis.methods.base import DataRole, GrantedData, MethodResult, Space, UnlearningMethod
 from mumis.methods.common import LoopOptions, distillation_kl, frozen_copy, reinitialise
 from mumis.methods.registry import register
 from mumis.training import fit
@@ -33,6 +33,8 @@ class BadTeacher(UnlearningMethod):
     initialisation — on D_f, and the *competent* teacher — the original model — on a random share of D_r."""
 
     name = "bad_teacher"
+    search_space = {"lr": Space(1e-5, 1e-3, source="bad-teaching-unlearning: Adam lr 1e-4"),
+                    "epochs": Space(1, 5, log=False, integer=True, source="the same: 1 epoch")}
     needs = frozenset({DataRole.FORGET, DataRole.RETAIN})
     Config = BadTeacherConfig
 

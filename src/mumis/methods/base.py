@@ -65,8 +65,25 @@ class MethodResult:
     info: dict = field(default_factory=dict)  # method-specific facts worth recording (e.g. starting sensitivities)
 
 
+@dataclass(frozen=True)
+class Space:
+    """One option's tuning range, declared next to the method's Config: ``low``..``high``, sampled on a log scale
+    (``log``) or linearly, as an integer (``integer``) or a float; ``source`` says where the range's centre comes
+    from (the paper's or the official code's value)."""
+
+    low: float
+    high: float
+    log: bool = True
+    integer: bool = False
+    source: str = ""
+
+    def contains(self, value: Any) -> bool:
+        return isinstance(value, (int, float)) and self.low <= value <= self.high
+
+
 class UnlearningMethod(ABC):
     """Subclass, set ``name``, ``needs`` and ``Config`` (a dataclass of hyperparameters), implement ``run``.
+    ``search_space`` names the options ``mumis tune`` searches, with their ranges.
 
     ``run`` receives its own deep copy of the model, so the caller's model is never changed.
     """
@@ -74,6 +91,7 @@ class UnlearningMethod(ABC):
     name: ClassVar[str]
     needs: ClassVar[frozenset[DataRole]] = frozenset({DataRole.FORGET})
     Config: ClassVar[type]
+    search_space: ClassVar[dict[str, Space]] = {}
 
     def __init__(self, config: Any = None, **overrides):
         base = config if config is not None else self.Config()

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mumis.methods.base import DataRole, GrantedData, MethodResult, UnlearningMethod
+from mumis.methods.base import DataRole, GrantedData, MethodResult, Space, UnlearningMethod
 from mumis.methods.common import LoopOptions, frozen_copy
 from mumis.methods.registry import register
 from mumis.training import fit
@@ -48,6 +48,8 @@ class BoundaryShrink(UnlearningMethod):
     """
 
     name = "boundary_shrink"
+    search_space = {"lr": Space(1e-6, 1e-3, source="Boundary-Unlearning-Code: lr 1e-5"),
+                    "epochs": Space(1, 10, log=False, integer=True, source="the same: 10 poison epochs")}
     needs = frozenset({DataRole.FORGET})
     Config = BoundaryShrinkConfig
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from mumis.methods.base import DataRole, GrantedData, MethodResult, UnlearningMethod
+from mumis.methods.base import DataRole, GrantedData, MethodResult, Space, UnlearningMethod
 from mumis.methods.common import LoopOptions
 from mumis.methods.registry import register
 from mumis.training import fit
@@ -25,6 +25,8 @@ class FineTune(UnlearningMethod):
     """Cross-entropy fine-tuning on D_r only; never reads D_f. Forgetting is whatever the retain data overwrites."""
 
     name = "ft"
+    search_space = {"lr": Space(1e-3, 1e-1, source="Unlearn-Saliency README: --unlearn_lr 0.01"),
+                    "epochs": Space(1, 10, log=False, integer=True, source="Unlearn-Saliency README: 10 epochs")}
     needs = frozenset({DataRole.RETAIN})
     Config = FineTuneConfig
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import nn
 
-from mumis.methods.base import DataRole, GrantedData, MethodResult, UnlearningMethod
+from mumis.methods.base import DataRole, GrantedData, MethodResult, Space, UnlearningMethod
 from mumis.methods.common import LoopOptions
 from mumis.methods.registry import register
 from mumis.training import fit
@@ -32,6 +32,8 @@ class GradientAscent(UnlearningMethod):
     """
 
     name = "ga"
+    search_space = {"lr": Space(1e-5, 1e-3, source="Unlearn-Saliency README: --unlearn_lr 0.0001"),
+                    "epochs": Space(1, 10, log=False, integer=True, source="Unlearn-Saliency README: 5 epochs")}
     needs = frozenset({DataRole.FORGET})
     Config = GradientAscentConfig
 

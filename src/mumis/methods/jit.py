@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mumis.methods.base import DataRole, GrantedData, MethodResult, UnlearningMethod
+from mumis.methods.base import DataRole, GrantedData, MethodResult, Space, UnlearningMethod
 from mumis.methods.common import LoopOptions
 from mumis.methods.registry import register
 from mumis.training import fit
@@ -45,6 +45,8 @@ class JiT(UnlearningMethod):
     stay frozen (eval mode): the noisy inputs would otherwise overwrite them."""
 
     name = "jit"
+    search_space = {"lr": Space(3e-5, 3e-3, source="Information-Theoretic-Unlearning (VGG-16): lr 3e-4"),
+                    "noise_std": Space(0.05, 2.0, source="the same: lipschitz_weighting 0.5")}
     needs = frozenset({DataRole.FORGET})
     Config = JiTConfig
 

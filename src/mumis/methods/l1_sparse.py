@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mumis.methods.base import DataRole, GrantedData, MethodResult, UnlearningMethod
+from mumis.methods.base import DataRole, GrantedData, MethodResult, Space, UnlearningMethod
 from mumis.methods.common import LoopOptions
 from mumis.methods.registry import register
 from mumis.training import fit
@@ -30,6 +30,9 @@ class L1Sparse(UnlearningMethod):
     """Minimise CE(D_r) + α_e ‖w‖₁ with α_e = α (1 − e / E) in epoch e of E, through the shared loop."""
 
     name = "l1_sparse"
+    search_space = {"lr": Space(1e-3, 1e-1, source="Unlearn-Sparse README: --unlearn_lr 0.01"),
+                    "epochs": Space(1, 10, log=False, integer=True, source="Unlearn-Sparse README: 10 epochs"),
+                    "alpha": Space(1e-5, 1e-2, source="the README leaves α open; ours: 5e-4")}
     needs = frozenset({DataRole.RETAIN})
     Config = L1SparseConfig
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from mumis.errors import MumisError
-from mumis.methods.base import DataRole, GrantedData, MethodResult, UnlearningMethod
+from mumis.methods.base import DataRole, GrantedData, MethodResult, Space, UnlearningMethod
 from mumis.methods.forget_descent import ForgetDescent
 from mumis.methods.registry import register
 from mumis.methods.stopping import DipRecoverRule, HeldoutMatchRule, accuracy_tolerance, label_confidence, membership_threshold
@@ -105,6 +105,9 @@ class MuMis(UnlearningMethod):
 
     name = "mumis"
     Config = MuMisConfig
+    # tuned for ``variant="paper"`` only: the default's point is to need no tuning (its step comes from the curvature)
+    search_space = {"lr": Space(1e-5, 1e-1, source="the paper: SGD lr 1e-3"),
+                    "delta": Space(0.5, 1.0, log=False, source="the paper: δ = 0.9 (Fig. 4)")}
 
     @property
     def needs(self) -> frozenset[DataRole]:

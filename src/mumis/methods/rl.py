@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from mumis.data import ImageDataset, concat_datasets
-from mumis.methods.base import DataRole, GrantedData, MethodResult, UnlearningMethod
+from mumis.methods.base import DataRole, GrantedData, MethodResult, Space, UnlearningMethod
 from mumis.methods.common import LoopOptions
 from mumis.methods.registry import register
 from mumis.models import random_other_classes
@@ -37,6 +37,8 @@ class RandomLabel(UnlearningMethod):
     """Cross-entropy fine-tuning on (D_f with random wrong labels) ∪ D_r, through the shared loop."""
 
     name = "rl"
+    search_space = {"lr": Space(1e-3, 1e-1, source="Unlearn-Saliency README: --unlearn_lr 0.1 (the top of the range)"),
+                    "epochs": Space(1, 10, log=False, integer=True, source="Unlearn-Saliency README: 10 epochs")}
     needs = frozenset({DataRole.FORGET, DataRole.RETAIN})
     Config = RandomLabelConfig
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mumis.data import iter_batches
-from mumis.methods.base import DataRole, GrantedData, MethodResult
+from mumis.methods.base import DataRole, GrantedData, MethodResult, Space
 from mumis.methods.registry import register
 from mumis.methods.rl import RandomLabel, RandomLabelConfig
 from mumis.runtime import device
@@ -52,6 +52,9 @@ class SalUn(RandomLabel):
     """
 
     name = "salun"
+    search_space = {"lr": Space(1e-3, 1e-1, source="Unlearn-Saliency README: --unlearn_lr 0.1 (the top of the range)"),
+                    "epochs": Space(1, 10, log=False, integer=True, source="Unlearn-Saliency README: 10 epochs"),
+                    "mask_ratio": Space(0.1, 0.9, log=False, source="SalUn: the mask with_0.5.pt")}
     needs = frozenset({DataRole.FORGET, DataRole.RETAIN})
     Config = SalUnConfig
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from mumis.data import iter_batches
 from mumis.errors import MumisError
-from mumis.methods.base import DataRole, GrantedData, MethodResult, UnlearningMethod
+from mumis.methods.base import DataRole, GrantedData, MethodResult, Space, UnlearningMethod
 from mumis.methods.common import LoopOptions, distillation_kl, frozen_copy
 from mumis.methods.registry import register
 from mumis.metrics.accuracy import accuracy
@@ -89,6 +89,8 @@ class Scar(UnlearningMethod):
     """
 
     name = "scar"
+    search_space = {"lr": Space(5e-5, 5e-3, source="SCAR (re-implementation): lr 5e-4"),
+                    "distill_weight": Space(0.5, 50.0, source="the same: distillation weight 5")}
     needs = frozenset({DataRole.FORGET, DataRole.SURROGATE})
     Config = ScarConfig
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import nn
 
-from mumis.methods.base import DataRole, GrantedData, MethodResult, UnlearningMethod
+from mumis.methods.base import DataRole, GrantedData, MethodResult, Space, UnlearningMethod
 from mumis.methods.common import LoopOptions, distillation_kl, frozen_copy
 from mumis.methods.registry import register
 from mumis.training import fit
@@ -33,6 +33,8 @@ class Scrub(UnlearningMethod):
     momentum restarts at each pass (the reference keeps one optimiser); its SWA smoothing is not used."""
 
     name = "scrub"
+    search_space = {"lr": Space(5e-5, 5e-3, source="SCRUB small-scale notebook: sgda_learning_rate 5e-4"),
+                    "epochs": Space(1, 6, log=False, integer=True, source="the same: sgda_epochs 3")}
     needs = frozenset({DataRole.FORGET, DataRole.RETAIN})
     Config = ScrubConfig
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mumis.data import concat_datasets, iter_batches
-from mumis.methods.base import DataRole, GrantedData, MethodResult, UnlearningMethod
+from mumis.methods.base import DataRole, GrantedData, MethodResult, Space, UnlearningMethod
 from mumis.methods.registry import register
 from mumis.runtime import device
 
@@ -48,6 +48,8 @@ class SSD(UnlearningMethod):
     """
 
     name = "ssd"
+    search_space = {"alpha": Space(0.1, 100.0, source="Foster et al. (ResNet-18): α = 10"),
+                    "dampening": Space(0.1, 10.0, source="Foster et al.: λ = 1")}
     needs = frozenset({DataRole.FORGET, DataRole.RETAIN})
     Config = SSDConfig
 
