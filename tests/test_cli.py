@@ -158,3 +158,30 @@ def test_the_command_line_starts_without_loading_torch():
     code = "import sys, mumis.cli; print('torch' in sys.modules, 'sklearn' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", "False"]
+
+
+def test_forget_takes_a_methods_options_from_a_tuned_recipe(workdir, tmp_path):
+    """--recipe fills in the tuned options for the request kind and the split's dataset family; --option wins; a
+    recipe without an entry for the request is one clear error and writes nothing."""
+    from mumis.methods.recipes import RecipeEntry, save_entry
+
+    recipe = save_entry(tmp_path / "mine.json", RecipeEntry("ga", {}, "full_class", "digits", {"lr": 3e-4, "epochs": 2},
+                                                            {"study": "test"}))
+    out = tmp_path / "ga.safetensors"
+    result = _run("forget", workdir / "original.safetensors", "--split", workdir / "split.json", "--class", 2,
+                  "--method", "ga", "--recipe", recipe, "--option", "epochs=1", "--out", out)
+    assert "options from recipe" in result.output
+    manifest = json.loads(out.with_name("ga.manifest.json").read_text())
+    assert manifest["method"]["options"]["lr"] == 3e-4 and manifest["method"]["options"]["epochs"] == 1
+    missing = _run("forget", workdir / "original.safetensors", "--split", workdir / "split.json", "--ids",
+                   _ids(tmp_path, workdir), "--method", "ga", "--recipe", recipe, "--out", tmp_path / "x.safetensors", ok=False)
+    said = " ".join(missing.output.split())
+    assert missing.exit_code == 2 and "has no entry for ga × random × digits" in said
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def _ids(tmp_path, workdir):
+    path = tmp_path / "ids.txt"
+    train = json.loads((workdir / "split.json").read_text())["train"]
+    path.write_text("\n".join(str(i) for i in train[:10]) + "\n")
+    return path

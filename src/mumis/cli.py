@@ -220,6 +220,8 @@ def forget(
     method: str = typer.Option("auto", help="auto (what measured closest to retrain for this kind of request) or a "
                                             "registered method (see `mumis list`)"),
     option: List[str] = typer.Option([], help="method option KEY=VALUE, repeatable (e.g. request=samples)"),
+    recipe: Optional[str] = typer.Option(None, help="take the method's options from a tuned recipe (e.g. 'tuned', "
+                                                    "from `mumis tune --save`); --option values win"),
     trace: bool = typer.Option(False, help="save the stop trace as JSON and a PNG plot beside --out"),
     surrogate: Optional[str] = typer.Option(None, help="a registered dataset whose images serve as surrogate data "
                                                        "(methods that declare a surrogate need, e.g. scar)"),
@@ -237,12 +239,12 @@ def forget(
     name, chosen, why = resolve_method(method, request_kind(ids, forget_class, forget_file))
     request = prepare_request(checkpoint, model_path, data, split_file, ids, forget_class, forget_file, out, overwrite,
                               name, {**chosen, **parse_options(name, option)}, surrogate, surrogate_size, data_dir,
-                              trace=trace, why=why)
+                              trace=trace, why=why, recipe=recipe)
     if request.request.get("duplicates_dropped"):
         err_console.print(f"[yellow]warning:[/] {ids}: {request.request['duplicates_dropped']} duplicate id(s) dropped; "
                           "each sample is forgotten once")
     result = serve_request(request)
-    console.print(f"{result['method']['request']} request → {name}: {why}")
+    console.print(f"{result['method']['request']} request → {name}: {request.why}")
     console.print(f"{name}: stopped after {result['stop']['steps']} steps ({result['stop']['reason']}) in "
                   f"{result['wall_s']:.2f} s; read {result['method']['data_read']} data → {out}")
     console.print(f"forget accuracy {result['before']['fa']:.2f} → {result['after']['fa']:.2f} %, "

@@ -96,7 +96,7 @@ def test_a_missing_recipe_entry_is_an_error_not_a_default(tmp_path):
     path = save_entry(tmp_path / "r.json", recipe_entry(tuning_cells(spec, spec.methods[0], 100)[0], {
         "study": "s", "best_params": {"lr": 1e-3, "epochs": 2}, "best_gap": 1.0, "default_gap": 2.0, "cost_s": 1.0},
         "sqlite://", TuneSettings()))
-    with pytest.raises(MumisError, match="has no entry for ga .* × random × digits"):
+    with pytest.raises(MumisError, match="has no entry for ga × random × digits"):
         load_recipe(path).options("ga", {}, "random", "digits")
 
 

@@ -28,6 +28,7 @@ from mumis.data import (
 from mumis.errors import MumisError
 from mumis.methods import UnlearningMethod, get_method, raise_if_diverged
 from mumis.methods.auto import resolve
+from mumis.methods.recipes import dataset_family, load_recipe
 from mumis.metrics import evaluate, predict_logits
 from mumis.metrics.lira import calibrated_scores, member_like_share, scaled_confidence
 from mumis.runtime import isolated_global_state, seed_everything, versions
@@ -113,8 +114,13 @@ def resolve_method(method: str, kind: str) -> tuple[str, dict, str]:
 
 def prepare_request(checkpoint, model_path, data, split_file, ids, forget_class, forget_file, out: Path, overwrite: bool,
                     method: str, options: dict, surrogate: Optional[str], surrogate_size: int,
-                    data_dir: Optional[Path], trace: bool = False, why: str = "") -> DeletionRequest:
-    """Every check that can fail, before any work: names, files, hashes, shapes, classes, every output file."""
+                    data_dir: Optional[Path], trace: bool = False, why: str = "", recipe: Optional[str] = None,
+                    ) -> DeletionRequest:
+    """Every check that can fail, before any work: names, files, hashes, shapes, classes, every output file.
+
+    ``recipe``: take the method's options from a tuned recipe (methods/recipes) for this request — a class request
+    reads the recipe's ``full_class`` entry, a sample request its ``random`` one — and the split's dataset family;
+    explicit ``options`` win."""
     _, ckpt = _one("model", checkpoint=checkpoint, model=model_path)
     ckpt = Path(ckpt)
     refuse_pickle(ckpt)
@@ -127,9 +133,15 @@ def prepare_request(checkpoint, model_path, data, split_file, ids, forget_class,
     choice = resolve(method, request, set(SPLIT_DATA), options)
     method, options, why = choice.method, choice.options, why or choice.why
     unlearner = get_method(method, **options)  # unknown method / option: fail before loading anything
+    tuned = load_recipe(recipe) if recipe else None
     model, meta = load_checkpoint(ckpt)
     bundle, split = resolve_data(str(spec), data_dir)
     meta.check_split(split)
+    if tuned is not None:
+        task_kind = "full_class" if request == "class" else "random"
+        options = {**tuned.options(method, options, task_kind, split.dataset), **options}
+        unlearner = get_method(method, **options)
+        why = f"{why}; options from recipe {tuned.name!r} v{tuned.version} ({task_kind} × {dataset_family(split.dataset)})"
     train, test = split.materialise(bundle)
     if (meta.in_channels, meta.num_classes) != (train.in_channels, train.num_classes):
         raise MumisError(f"{ckpt} takes {meta.in_channels}-channel inputs with {meta.num_classes} classes, but "

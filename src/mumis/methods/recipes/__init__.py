@@ -54,9 +54,15 @@ class Recipe:
         for entry in self.entries:
             if entry.matches(method, base, task, family):
                 return dict(entry.options)
-        have = sorted({f"{e.method} {e.base or ''} × {e.task} × {e.family}" for e in self.entries})
-        raise MumisError(f"recipe {self.name!r} has no entry for {method} {base or ''} × {task} × {family}; tune it "
-                         f"(mumis tune {method} GRID --save {self.name}) or drop recipe=; it has: {have or 'nothing'}")
+        have = sorted({_describe(e.method, e.base, e.task, e.family) for e in self.entries})
+        raise MumisError(f"recipe {self.name!r} has no entry for {_describe(method, base, task, family)}; tune it "
+                         f"(mumis tune {method} GRID --save {self.name}) or run without the recipe; it has: "
+                         f"{have or 'nothing'}")
+
+
+def _describe(method: str, base: dict, task: str, family: str) -> str:
+    options = f" {json.dumps(base, sort_keys=True)}" if base else ""
+    return f"{method}{options} × {task} × {family}"
 
 
 def recipe_path(name_or_path: str | Path) -> Path:
