@@ -219,3 +219,15 @@ def test_scan_scales_run_from_a_64th_to_the_full_step_at_the_chosen_resolution()
     assert len(coarse) == 13 and len(fine) == 25 and coarse[0] == fine[0] == 1 / 64 and coarse[-1] == fine[-1] == 1.0
     for scales, ratio in ((coarse, 2 ** 0.5), (fine, 2 ** 0.25)):
         assert all(abs(b / a - ratio) < 1e-12 for a, b in zip(scales, scales[1:]))
+
+
+@pytest.mark.parametrize("layers", ["head", "all"])
+def test_a_spent_heldout_budget_leaves_no_room_to_lose_heldout_accuracy(digits_model, digits_task, layers):
+    """heldout_spent ≥ the tolerance: the guard's floor is the current held-out accuracy itself."""
+    members, n = _members_request(digits_task)
+    free, spent = (get_method("newton", layers=layers, heldout_spent=s) for s in (0.0, 1e9))
+    runs = [run_method(m, digits_model, grant(m, forget=members, heldout=digits_task.test, train_size=n), 10).info
+            for m in (free, spent)]
+    assert runs[0]["heldout_floor"] == pytest.approx(runs[0]["heldout_acc_before"] - runs[0]["heldout_tolerance"])
+    assert runs[1]["heldout_floor"] == runs[1]["heldout_acc_before"]
+    assert runs[1]["heldout_acc_after"] >= runs[1]["heldout_acc_before"]

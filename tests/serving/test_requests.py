@@ -246,3 +246,28 @@ def test_csv_id_file_with_header_is_read(work, tmp_path):
     assert result.exit_code == 0, result.output
     manifest = json.loads(out.with_suffix(".manifest.json").read_text())
     assert manifest["request"]["count"] == 5 and manifest["request"]["file_sha256"] == _sha(request)
+
+
+def test_requests_in_a_row_share_one_heldout_budget(work, tmp_path):
+    """The second request on a model that a first request produced is told what the first cost in held-out accuracy
+    (from the first's manifest), and newton's guard allows only what is left of the two standard errors."""
+    split = Split.load(work / "split.json")
+    first, out1 = _forget(work, tmp_path, "--ids", str(_ids_file(tmp_path / "a", split.train[:12])),
+                          out_name="one/first.safetensors")
+    assert first.exit_code == 0, first.output
+    manifest1 = json.loads(out1.with_suffix(".manifest.json").read_text())
+    assert manifest1["method"]["name"] == "newton" and manifest1["method"]["options"]["heldout_spent"] == 0.0
+    cost = manifest1["stop"]["heldout_cost"]
+    assert isinstance(cost, float)
+    out2 = tmp_path / "two" / "second.safetensors"
+    second = runner.invoke(app, ["forget", "--model", str(out1), "--data", str(work / "split.json"), "--out", str(out2),
+                                 "--ids", str(_ids_file(tmp_path / "b", split.train[12:24]))])
+    assert second.exit_code == 0, second.output
+    manifest2 = json.loads(out2.with_suffix(".manifest.json").read_text())
+    assert manifest2["method"]["options"]["heldout_spent"] == pytest.approx(max(cost, 0.0))
+    assert "1 earlier request(s) on this model cost" in " ".join(second.output.split())
+    assert runner.invoke(app, ["verify", str(out2.with_suffix(".manifest.json"))]).exit_code == 0
+    # a manifest that no longer describes its checkpoint ends the walk: the budget is not shared with a stranger
+    from mumis.serving.audit import heldout_history
+    assert heldout_history(out2, split.sha256)[1] == 2
+    assert heldout_history(out2, "0" * 64)[1] == 0

@@ -28,6 +28,8 @@ class TuneSettings:
     budget: float = 1.0  # a trial may take at most this × the retrain's wall time on the same cell (over: pruned)
     seed: int = 100  # the tuning split/seed: a seed the grid's reported cells never use
     sampler_seed: int = 0  # TPE's seed
+    startup: int = 4  # trials drawn at random before TPE models the rest (Optuna's default, 10, would leave a small
+    # budget all random)
 
 
 def tunable(entry: MethodEntry) -> Optional[str]:
@@ -64,7 +66,7 @@ def _load_study(optuna, cell: Cell, storage: str, settings: TuneSettings):
     from optuna.trial import TrialState
 
     study = optuna.create_study(study_name=study_name(cell), storage=storage, direction="minimize", load_if_exists=True,
-                                sampler=optuna.samplers.TPESampler(seed=settings.sampler_seed))
+                                sampler=_sampler(optuna, settings, 0))
     trials = study.get_trials(deepcopy=False)
     if not trials:  # the default configuration is one of the trials, where it lies in the space
         space = _METHODS.get(cell.method.name).search_space
@@ -78,8 +80,12 @@ def _load_study(optuna, cell: Cell, storage: str, settings: TuneSettings):
             study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number, **{
                 k: v for k, v in t.user_attrs.items() if k == "default"}})
     # a fresh sampler stream per resume, so a resumed study does not repeat the first run's draws
-    study.sampler = optuna.samplers.TPESampler(seed=settings.sampler_seed + len(trials))
+    study.sampler = _sampler(optuna, settings, len(trials))
     return study
+
+
+def _sampler(optuna, settings: TuneSettings, offset: int):
+    return optuna.samplers.TPESampler(seed=settings.sampler_seed + offset, n_startup_trials=settings.startup)
 
 
 def finished(study) -> int:

@@ -42,6 +42,10 @@ class NewtonConfig:
     cg_max_iter: int = 2000
     batch_size: int = 512  # feature extraction only
     guard: bool = True  # halve the step (≤ 5 times) while held-out accuracy falls by more than two standard errors
+    # Held-out accuracy (points) that earlier requests in this model's history already cost: the guard allows only
+    # what is left of the two standard errors, so a chain of requests cannot add up its sampling errors. `mumis
+    # forget` sets it from the manifests of the models the input came from.
+    heldout_spent: float = 0.0
     # "head": the exact step on the classifier layer (above). "all": a K-FAC step on every conv and linear layer,
     # taken only as far as a scan over scan_scales() allows (see Newton); for ResNets that memorise D_f in the features.
     layers: str = "head"
@@ -171,8 +175,8 @@ class Newton(UnlearningMethod):
     network is unchanged, in eval mode.
 
     Guard: the held-out set (its features are already computed) must not lose more accuracy than two standard
-    errors; otherwise the step is halved, up to five times, and then the original is returned
-    (``stop_reason="heldout_drop"``).
+    errors, less what earlier requests in the model's history spent (``heldout_spent``); otherwise the step is
+    halved, up to five times, and then the original is returned (``stop_reason="heldout_drop"``).
 
     * **Data**: D_f and a held-out set (``needs = {forget, heldout}``); never the retain set.
     * **Where it works** (docs/research/mumis-variants.md): when the forget samples' individuality sits in the
@@ -224,8 +228,9 @@ class Newton(UnlearningMethod):
 
         before = _accuracy(theta, z_h, y_h)
         tolerance = accuracy_tolerance(before, len(y_h))
+        floor = before - max(tolerance - cfg.heldout_spent, 0.0)
         scale, reason = 1.0, "newton_step"
-        while cfg.guard and _accuracy(theta + scale * step, z_h, y_h) < before - tolerance:
+        while cfg.guard and _accuracy(theta + scale * step, z_h, y_h) < floor:
             scale /= 2
             if scale < 1 / 32:
                 scale, reason = 0.0, "heldout_drop"
@@ -237,7 +242,7 @@ class Newton(UnlearningMethod):
                 head.bias.copy_(final[:, -1])
         heldout_losses = _losses(final, z_h, y_h)
         info.update(step_scale=scale, train_size=train_size, heldout_acc_before=before,
-                    heldout_acc_after=_accuracy(final, z_h, y_h), heldout_tolerance=tolerance,
+                    heldout_acc_after=_accuracy(final, z_h, y_h), heldout_tolerance=tolerance, heldout_floor=floor,
                     forget_loss_after=float(_losses(final, z_f, y_f).mean()),
                     heldout_loss_after=float(heldout_losses.mean()),
                     heldout_loss_se=float(heldout_losses.std() / math.sqrt(len(y_h))))
@@ -282,6 +287,7 @@ class Newton(UnlearningMethod):
         conf_f, conf_h, before, forget_accuracy = measure()
         threshold = membership_threshold(conf_f, conf_h)
         tolerance = accuracy_tolerance(before, len(conf_h))
+        floor = before - max(tolerance - cfg.heldout_spent, 0.0)
         below = lambda conf: 100.0 * float((conf < threshold).double().mean())  # noqa: E731
 
         def looks_unseen() -> Optional[str]:
@@ -303,7 +309,7 @@ class Newton(UnlearningMethod):
                 set_layers(model, position)
                 conf_f, conf_h, accuracy, forget_accuracy = measure()
                 scan.append((scale, accuracy, below(conf_f), below(conf_h), forget_accuracy))
-                if cfg.guard and accuracy < before - tolerance:
+                if cfg.guard and accuracy < floor:
                     reason = "heldout_drop"
                     break
                 chosen, accepted = scale, position
@@ -315,7 +321,8 @@ class Newton(UnlearningMethod):
                 "keep_class_losses": scan_settings.keep_class_losses, "reproject": scan_settings.reproject,
                 "match_accuracy": scan_settings.match_accuracy,
                 "step_scale": chosen, "train_size": train_size, "membership_threshold": threshold,
-                "heldout_acc_before": before, "heldout_tolerance": tolerance, "rule_heldout_size": len(heldout),
+                "heldout_acc_before": before, "heldout_tolerance": tolerance, "heldout_floor": floor,
+                "heldout_acc_after": next(row[1] for row in scan if row[0] == chosen), "rule_heldout_size": len(heldout),
                 "step_norm": float(sum(float((d ** 2).sum()) for d in step.values()) ** 0.5),
                 "moved_norm": float(sum(float(((accepted[m] - start[m]) ** 2).sum()) for m in start) ** 0.5),
                 "scan": [dict(zip(("scale", "heldout_acc", "forget_below", "heldout_below", "forget_acc"), row)) for row in scan]}

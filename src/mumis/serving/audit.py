@@ -198,7 +198,9 @@ MANIFEST_SCHEMA = {
     "method": {"name": STR, "options": OBJECT, "data_read": list_of(STR), "request": one_of("class", "samples"),
                "why": STR},
     "evaluation_read": list_of(STR),
-    "stop": {"reason": STR, "steps": INT, "trace": ANY_LIST},
+    # heldout_cost: points of held-out accuracy the request cost (methods that guard it), which later requests on
+    # the output budget against
+    "stop": {"reason": STR, "steps": INT, "trace": ANY_LIST, "heldout_cost": optional(NUMBER)},
     "before": _METRICS, "after": _METRICS,
     "evidence": {"calibration": STR, "before": {"member_like": NUMBER},
                  "after": {"member_like": NUMBER, "scores": list_of(NUMBER)}},
@@ -228,4 +230,25 @@ def load_manifest(path: Path) -> dict:
         if key in request:
             raise MumisError(f"{path}: field 'request.{key}' does not belong to a {kind!r} request; {fix}")
     return check_fields(manifest, MANIFEST_SCHEMA, str(path), fix, optional_fields=tuple(
-        [f"request.{k}" for k in absent] + ["request.ids_sha256", "request.duplicates_dropped"]))
+        [f"request.{k}" for k in absent] + ["request.ids_sha256", "request.duplicates_dropped", "stop.heldout_cost"]))
+
+
+def heldout_history(checkpoint: Path, split_sha256: str, limit: int = 10_000) -> tuple[float, int]:
+    """(points of held-out accuracy spent, requests) over the chain of deletion requests that produced
+    ``checkpoint``: each model's manifest names the model it came from; the walk follows them while the manifest
+    matches the file it describes and the same split (the same held-out set), and sums each request's
+    ``stop.heldout_cost`` (a request that raised held-out accuracy refunds it; the total is at least 0)."""
+    spent, requests, seen = 0.0, 0, set()
+    path = Path(checkpoint)
+    while len(seen) < limit:
+        manifest = manifest_path(path)
+        if not manifest.is_file() or manifest.resolve() in seen:
+            break
+        seen.add(manifest.resolve())
+        body = load_manifest(manifest)
+        if body["output"]["sha256"] != file_sha256(path) or body["data"]["split_sha256"] != split_sha256:
+            break  # not the manifest of this file, or another held-out set: nothing comparable further back
+        spent += body["stop"].get("heldout_cost") or 0.0
+        requests += 1
+        path = Path(body["input"]["path"])
+    return max(spent, 0.0), requests

@@ -37,6 +37,7 @@ from mumis.serving.audit import (
     check_output,
     edited_fields,
     file_sha256,
+    heldout_history,
     ids_sha256,
     load_manifest,
     manifest_path,
@@ -137,6 +138,12 @@ def prepare_request(checkpoint, model_path, data, split_file, ids, forget_class,
     model, meta = load_checkpoint(ckpt)
     bundle, split = resolve_data(str(spec), data_dir)
     meta.check_split(split)
+    if method == "newton" and "heldout_spent" not in options:  # a chain of requests shares one accuracy budget
+        spent, earlier = heldout_history(ckpt, split.sha256)
+        if earlier:
+            options = {**options, "heldout_spent": spent}
+            unlearner = get_method(method, **options)
+            why = f"{why}; {earlier} earlier request(s) on this model cost {spent:.2f} points of held-out accuracy"
     if tuned is not None:
         task_kind = "full_class" if request == "class" else "random"
         options = {**tuned.options(method, options, task_kind, split.dataset), **options}
@@ -210,7 +217,8 @@ def _serve(req: DeletionRequest, trace: bool) -> dict:
             "method": {"name": req.method.name, "options": req.method.config_dict(), "data_read": sorted(data.reads),
                        "request": req.kind, "why": req.why},
             "evaluation_read": ["forget", "retain", "test"],  # the metrics below, not the method
-            "stop": {"reason": result.stop_reason, "steps": result.steps, "trace": result.trace},
+            "stop": {"reason": result.stop_reason, "steps": result.steps, "trace": result.trace,
+                     "heldout_cost": _heldout_cost(result.info)},
             "before": before, "after": after,
             "evidence": {"calibration": EVIDENCE_CALIBRATION, "before": {"member_like": evidence_before["member_like"]},
                          "after": evidence_after},
@@ -223,6 +231,13 @@ def _serve(req: DeletionRequest, trace: bool) -> dict:
             Path(path).unlink(missing_ok=True)
         raise
     return json.loads(text)
+
+
+def _heldout_cost(info: dict) -> Optional[float]:
+    """Points of held-out accuracy the method's own guard measured the request to cost (None: it measures none)."""
+    if "heldout_acc_before" in info and "heldout_acc_after" in info:
+        return float(info["heldout_acc_before"]) - float(info["heldout_acc_after"])
+    return None
 
 
 def _json_default(value):
