@@ -402,6 +402,7 @@ def tune(
     storage: Path = typer.Option(Path("runs/tuning.sqlite3"), help="the Optuna SQLite storage; rerun to resume"),
     save: Optional[str] = typer.Option(None, help="add the best options to this recipe (a name such as 'tuned' for the "
                                                   "package's recipes/tuned.json, or a .json path)"),
+    markdown: Optional[Path] = typer.Option(None, help="also write the summary table as markdown to this file"),
     cache_dir: Optional[Path] = typer.Option(None, help="where original/retrain models are cached (default ~/.cache/mumis)"),
     progress: bool = typer.Option(True, help="show the progress bar"),
 ):
@@ -442,21 +443,29 @@ def tune(
     settings = TuneSettings(trials=trials, budget=budget, seed=seed)
     results = tune_grid(spec, entries, url, settings, Path(cache_dir) if cache_dir else default_cache_dir(),
                         show_progress=progress)
-    table = Table(title=f"Tuning against retrain — grid {spec.name}, seed {seed}, {trials} trials each")
-    for col in ("method", "task", "dataset", "model", "done", "over budget", "default gap", "best gap", "best options",
-                "best s / retrain s", "tuning s"):
+    title = f"Tuning against retrain — grid {spec.name}, seed {seed}, {trials} trials each"
+    columns = ("method", "task", "dataset", "model", "done", "over budget", "default gap", "best gap", "best options",
+               "best s / retrain s", "tuning s")
+    table = Table(title=title)
+    for col in columns:
         table.add_column(col, justify="left" if col in ("method", "task", "dataset", "model", "best options") else "right")
     fmt = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
+    lines = []
     for cell, summary in results:
         ratio = (f"{summary['best_wall_s']:.1f} / {summary['retrain_s']:.1f}" if summary["best_wall_s"] is not None
                  else "–")
-        table.add_row(cell.label, cell.task.label, cell.dataset, cell.model, str(summary["complete"]),
-                      str(summary["over_budget"]), fmt(summary["default_gap"]), fmt(summary["best_gap"]),
-                      ", ".join(f"{k}={v:.3g}" for k, v in summary["best_params"].items()), ratio,
-                      f"{summary['cost_s']:.0f}")
+        row = (cell.label, cell.task.label, cell.dataset, cell.model, str(summary["complete"]),
+               str(summary["over_budget"]), fmt(summary["default_gap"]), fmt(summary["best_gap"]),
+               ", ".join(f"{k}={v:.3g}" for k, v in summary["best_params"].items()), ratio, f"{summary['cost_s']:.0f}")
+        table.add_row(*row)
+        lines.append("| " + " | ".join(row) + " |")
         if save and summary["best_params"]:
             save_entry(save, recipe_entry(cell, summary, str(storage), settings))
     console.print(table)
+    if markdown is not None:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(f"{title}\n\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
+                            + "\n".join(lines) + "\n", encoding="utf-8")
     console.print(f"studies → {storage} (optuna-dashboard {url})" + (f"; recipe → {save}" if save else ""))
 
 
