@@ -5,8 +5,9 @@
 
 Runs `mumis split`, `mumis train`, then N × (`mumis forget --ids` from the previous output, `mumis verify`), then
 trains the retrain reference without everything forgotten (`mumis split --forget-ids` + `mumis train --forget`), and
-prints, in one run: per request the method `auto` chose, its stop, the wall time of the whole `forget` command and
-of `verify`; at the end FA / RA / TA / MIA and Avg. Gap to that retrain for the last model and for doing nothing.
+prints, in one run: per request the method `auto` chose, its stop, the held-out accuracy earlier requests had spent
+and what this one cost (each request gets only what is left of one budget), the wall time of the whole `forget`
+command and of `verify`; at the end FA / RA / TA / MIA and Avg. Gap to that retrain for the last model and for doing nothing.
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def main() -> None:
         chosen = rng.choice(split.train, size=args.requests * args.ids_per_request, replace=False)
         per_request = Table(title=f"{args.requests} requests of {args.ids_per_request} ids on {args.dataset} "
                                   f"(original trained in {train_s:.0f} s)")
-        for col in ("request", "method (auto)", "stop", "forget s", "verify s"):
+        for col in ("request", "method (auto)", "stop", "held-out spent before", "held-out cost", "forget s", "verify s"):
             per_request.add_column(col, justify="right")
         for k in range(args.requests):
             ids = d / f"request{k + 1}.txt"
@@ -65,8 +66,10 @@ def main() -> None:
                                "--ids", ids, "--out", d / f"model{k + 1}.safetensors")
             _, verify_s = _run("verify", d / f"model{k + 1}.manifest.json")
             manifest = json.loads((d / f"model{k + 1}.manifest.json").read_text())
-            per_request.add_row(str(k + 1), manifest["method"]["name"], manifest["stop"]["reason"], f"{forget_s:.1f}",
-                                f"{verify_s:.1f}")
+            cost = manifest["stop"].get("heldout_cost")
+            per_request.add_row(str(k + 1), manifest["method"]["name"], manifest["stop"]["reason"],
+                                f"{manifest['method']['options'].get('heldout_spent', 0.0):.2f}",
+                                "–" if cost is None else f"{cost:+.2f}", f"{forget_s:.1f}", f"{verify_s:.1f}")
         console.print(per_request)
         (d / "all.txt").write_text("\n".join(map(str, chosen)))
         _run("split", args.dataset, "--out", d / "all", "--seed", args.seed, "--forget-ids", d / "all.txt")

@@ -403,6 +403,7 @@ def tune(
     save: Optional[str] = typer.Option(None, help="add the best options to this recipe (a name such as 'tuned' for the "
                                                   "package's recipes/tuned.json, or a .json path)"),
     markdown: Optional[Path] = typer.Option(None, help="also write the summary table as markdown to this file"),
+    summary: bool = typer.Option(False, help="run no trials: print (and --markdown) the studies the storage holds"),
     cache_dir: Optional[Path] = typer.Option(None, help="where original/retrain models are cached (default ~/.cache/mumis)"),
     progress: bool = typer.Option(True, help="show the progress bar"),
 ):
@@ -414,7 +415,7 @@ def tune(
         raise MumisError("mumis tune needs Optuna: pip install 'mumis[tune]' (or pip install optuna)") from None
     from mumis.bench.grid import load_grid
     from mumis.bench.references import default_cache_dir
-    from mumis.bench.tuning import TuneSettings, recipe_entry, tunable, tune_grid
+    from mumis.bench.tuning import TuneSettings, recipe_entry, stored_summaries, tunable, tune_grid
     from mumis.methods.recipes import save_entry
     if trials < 1:
         raise MumisError(f"--trials must be at least 1, got {trials}")
@@ -441,8 +442,11 @@ def tune(
     storage.parent.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{storage.resolve()}"
     settings = TuneSettings(trials=trials, budget=budget, seed=seed)
-    results = tune_grid(spec, entries, url, settings, Path(cache_dir) if cache_dir else default_cache_dir(),
-                        show_progress=progress)
+    if summary:
+        results = stored_summaries(spec, entries, url, settings)
+    else:
+        results = tune_grid(spec, entries, url, settings, Path(cache_dir) if cache_dir else default_cache_dir(),
+                            show_progress=progress)
     title = f"Tuning against retrain — grid {spec.name}, seed {seed}, {trials} trials each"
     columns = ("method", "task", "dataset", "model", "done", "over budget", "default gap", "best gap", "best options",
                "best s / retrain s", "tuning s")

@@ -15,7 +15,15 @@ from optuna.trial import TrialState
 
 from mumis.bench.grid import parse_grid
 from mumis.bench.runner import GroupContext, run_cell
-from mumis.bench.tuning import TuneSettings, recipe_entry, study_name, tunable, tune_grid, tuning_cells
+from mumis.bench.tuning import (
+    TuneSettings,
+    recipe_entry,
+    stored_summaries,
+    study_name,
+    tunable,
+    tune_grid,
+    tuning_cells,
+)
 from mumis.errors import MumisError
 from mumis.methods.recipes import dataset_family, load_recipe, save_entry
 
@@ -59,9 +67,10 @@ def test_tuning_runs_the_budget_saves_a_recipe_and_the_recipe_reproduces_its_sco
     assert sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states) == 4
     assert study.trials[0].user_attrs["default"] and study.trials[0].params == {"lr": 1e-4, "epochs": 5}
     assert summary["best_gap"] <= summary["default_gap"]  # the default is one of the trials
-    # a second call with the same budget runs nothing more
+    # a second call with the same budget runs nothing more; the stored summary is the one tuning returned
     tune_grid(spec, [spec.methods[0]], storage, settings, tmp_path / "cache", show_progress=False)
     assert len(optuna.load_study(study_name=study_name(cell), storage=storage).trials) == 4
+    assert stored_summaries(spec, list(spec.methods[:1]), storage, settings) == [(cell, summary)]
 
     path = save_entry(tmp_path / "mine.json", recipe_entry(cell, summary, storage, settings))
     recipe = load_recipe(path)

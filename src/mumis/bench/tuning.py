@@ -184,3 +184,22 @@ def tune_grid(spec: GridSpec, entries: list[MethodEntry], storage: str, settings
             study = tune_cell(cell, storage, settings, cache_dir, spec.data_dir, advance)
             out.append((cell, study_summary(study)))
     return out
+
+
+def stored_summaries(spec: GridSpec, entries: list[MethodEntry], storage: str, settings: TuneSettings
+                     ) -> list[tuple[Cell, dict]]:
+    """The summary of every study of ``entries`` on the grid that the storage holds, running nothing."""
+    import optuna
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        out = []
+        for cell in (c for e in entries for c in tuning_cells(spec, e, settings.seed)):
+            try:
+                out.append((cell, study_summary(optuna.load_study(study_name=study_name(cell), storage=storage))))
+            except KeyError:  # not tuned yet
+                continue
+        return out
+    finally:
+        optuna.logging.set_verbosity(verbosity)
