@@ -13,7 +13,6 @@ the original's probe on D_f is from the retrained model's, whose features never 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 from rich.console import Console
 from rich.table import Table
