@@ -480,11 +480,15 @@ def report(
     out: Optional[Path] = typer.Option(None, help="folder for report.md and figures/ (default: beside the database)"),
     title: str = typer.Option("", help="the report's heading"),
     overwrite: bool = typer.Option(False, help="replace an earlier report (report.md and figures/) in the folder"),
+    tuning: Optional[Path] = typer.Option(None, help="add the studies of this `mumis tune` storage (SQLite): each "
+                                                     "tuned method's trials, best and default score and cost"),
 ):
     """Markdown tables in the paper's layout and PNG figures from a results database."""
     from mumis.bench.report import write_report
     if not db.is_file():
         raise MumisError(f"{db} does not exist; run `mumis bench GRID --db {db}` first")
+    if tuning is not None and not tuning.is_file():
+        raise MumisError(f"--tuning {tuning} does not exist; pass the --storage file `mumis tune` wrote")
     folder = out or db.with_suffix("")
     plan_folder(folder, ["report.md"], [db], overwrite)
     figures = folder / "figures"
@@ -493,7 +497,7 @@ def report(
     taken = sorted(figures.glob("*.png")) if figures.is_dir() else []
     if taken and not overwrite:
         raise MumisError(f"{figures} already holds {len(taken)} figure(s); pass --overwrite to replace them")
-    path = write_report(db, folder, title)
+    path = write_report(db, folder, title, tuning)
     console.print(f"report → {path}")
 
 

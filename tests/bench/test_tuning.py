@@ -71,6 +71,9 @@ def test_tuning_runs_the_budget_saves_a_recipe_and_the_recipe_reproduces_its_sco
     tune_grid(spec, [spec.methods[0]], storage, settings, tmp_path / "cache", show_progress=False)
     assert len(optuna.load_study(study_name=study_name(cell), storage=storage).trials) == 4
     assert stored_summaries(spec, list(spec.methods[:1]), storage, settings) == [(cell, summary)]
+    from mumis.bench.report import tuning_section  # the report's section: one row per study, cost beside the scores
+    row = next(line for line in tuning_section(tmp_path / "studies.sqlite3") if line.startswith("| ga · digits"))
+    assert f"| 4 | 0 | {summary['default_gap']:.2f} | {summary['best_gap']:.2f} |" in row
 
     path = save_entry(tmp_path / "mine.json", recipe_entry(cell, summary, storage, settings))
     recipe = load_recipe(path)
