@@ -233,18 +233,12 @@ def print_gap_summary(db: str | Path, console=None, title: str = "") -> None:
 def tuning_section(storage: str | Path) -> list[str]:
     """Markdown lines: every study of a `mumis tune` storage — trials, default and best Avg. Gap on the tuning seed,
     the best options and the tuning cost (the sum of its trials' wall times)."""
-    import optuna
-
-    from mumis.bench.tuning import study_summary
+    from mumis.bench.tuning import quiet_optuna, study_summary
 
     url = f"sqlite:///{Path(storage).resolve()}"
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
+    with quiet_optuna() as optuna:
         studies = [optuna.load_study(study_name=s.study_name, storage=url) for s in optuna.get_all_study_summaries(url)]
         summaries = sorted((study_summary(s) for s in studies), key=lambda x: x["study"])
-    finally:
-        optuna.logging.set_verbosity(verbosity)
     fmt = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
     lines = ["## Tuning against retrain", "",
              f"The `(tuned)` rows above run the options these studies found (`{Path(storage).name}`; each on a seed the "

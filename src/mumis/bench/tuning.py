@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -30,6 +31,19 @@ class TuneSettings:
     sampler_seed: int = 0  # TPE's seed
     startup: int = 4  # trials drawn at random before TPE models the rest (Optuna's default, 10, would leave a small
     # budget all random)
+
+
+@contextmanager
+def quiet_optuna():
+    """Optuna at warning level inside the block (our progress bar and tables say what happens), as it was after."""
+    import optuna
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield optuna
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 def tunable(entry: MethodEntry) -> Optional[str]:
@@ -97,14 +111,8 @@ def finished(study) -> int:
 def tune_cell(cell: Cell, storage: str, settings: TuneSettings, cache_dir: Path, data_dir: Optional[str] = None,
               advance=None):
     """Run the study for ``cell`` up to ``settings.trials`` finished trials; returns the Optuna study."""
-    import optuna
-
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar and the summary table are ours to print
-    try:
+    with quiet_optuna() as optuna:
         return _tune(optuna, cell, storage, settings, cache_dir, data_dir, advance)
-    finally:
-        optuna.logging.set_verbosity(verbosity)
 
 
 def _tune(optuna, cell: Cell, storage: str, settings: TuneSettings, cache_dir: Path, data_dir: Optional[str], advance):
@@ -189,11 +197,7 @@ def tune_grid(spec: GridSpec, entries: list[MethodEntry], storage: str, settings
 def stored_summaries(spec: GridSpec, entries: list[MethodEntry], storage: str, settings: TuneSettings
                      ) -> list[tuple[Cell, dict]]:
     """The summary of every study of ``entries`` on the grid that the storage holds, running nothing."""
-    import optuna
-
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
+    with quiet_optuna() as optuna:
         out = []
         for cell in (c for e in entries for c in tuning_cells(spec, e, settings.seed)):
             try:
@@ -201,5 +205,3 @@ def stored_summaries(spec: GridSpec, entries: list[MethodEntry], storage: str, s
             except KeyError:  # not tuned yet
                 continue
         return out
-    finally:
-        optuna.logging.set_verbosity(verbosity)
