@@ -19,6 +19,7 @@ from mumis.data import iter_batches
 from mumis.errors import MumisError
 from mumis.methods.base import DataRole, GrantedData, MethodResult, UnlearningMethod
 from mumis.methods.forget_descent import ForgetDescent
+from mumis.methods.mumis import non_default_fields
 from mumis.methods.registry import register
 from mumis.methods.stopping import (
     DipRecoverRule,
@@ -26,10 +27,7 @@ from mumis.methods.stopping import (
     NeverRule,
     PlateauRule,
     accuracy_tolerance,
-    label_confidence,
-    membership_threshold,
 )
-from mumis.metrics.accuracy import predict_logits
 from mumis.models import logit_input_gradients, squared_norms
 from mumis.progress import progress_bar
 from mumis.runtime import double_backprop_kernels
@@ -156,11 +154,7 @@ SAMPLE_REQUEST_DEFAULTS = {"stop": "membership", "lr": 0.05, "check_every": 1}
 
 def _chosen_options(config: Any, variant: str, overrides: dict) -> set[str]:
     """The options the caller set: the overrides, the variant's preset, and a passed config's non-default fields."""
-    chosen = set(overrides) | set(VARIANTS[variant])
-    if config is not None:
-        default = MuMisStudyConfig()
-        chosen |= {f.name for f in dataclasses.fields(MuMisStudyConfig) if getattr(config, f.name) != getattr(default, f.name)}
-    return chosen
+    return set(overrides) | set(VARIANTS[variant]) | non_default_fields(config)
 
 
 def _sample_request_defaults(cfg: MuMisStudyConfig, chosen: set[str]) -> MuMisStudyConfig:
@@ -198,7 +192,7 @@ class MuMisStudy(UnlearningMethod):
         if variant not in VARIANTS:
             raise MumisError(f"unknown MU-Mis variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
         # explicit fields win over the preset: a passed config's non-default fields, then keyword options
-        explicit = _chosen_options(config, "default", {}) if config is not None else set()
+        explicit = non_default_fields(config)
         preset = {k: v for k, v in VARIANTS[variant].items() if k not in explicit}
         super().__init__(config, **{**preset, **overrides})
         if self.config.request not in REQUESTS:
@@ -223,8 +217,7 @@ class MuMisStudy(UnlearningMethod):
         heldout = data.heldout if cfg.stop in HELDOUT_STOPS else None
         threshold = None
         if cfg.stop == "membership":  # fixed at the starting weights, where D_f are members and held-out data are not
-            threshold = membership_threshold(*(label_confidence(predict_logits(run.model, d, 4 * chunk), d.labels)
-                                               for d in (forget, heldout)))
+            threshold = run.membership_threshold(heldout)
 
         stats = run.monitor(threshold, heldout)
         trace = [{"step": 0, "loss": _objective_from_statistics(cfg.objective, stats), **stats}]

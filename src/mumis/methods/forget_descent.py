@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mumis.data import ImageDataset, iter_batches
-from mumis.methods.stopping import label_confidence
+from mumis.methods.stopping import label_confidence, membership_threshold
 from mumis.metrics.accuracy import predict_logits
 from mumis.models import (
     chunked_gradients,
@@ -85,6 +85,12 @@ class ForgetDescent:
         first = torch.randperm(len(self.labels), generator=self.aside)[: 4 * self.batch_size]
         other = self.irrelevant_classes(first, self.aside)
         return sharpest_curvature(lambda: self.gradients(loss, first, other)[1], self.weights)
+
+    def membership_threshold(self, heldout: ImageDataset) -> float:
+        """The true-class confidence that best separates D_f (members) from ``heldout`` (never trained on) at the
+        current weights (:func:`~mumis.methods.stopping.membership_threshold`)."""
+        return membership_threshold(*(label_confidence(predict_logits(self.model, d, 4 * self.chunk), d.labels)
+                                      for d in (self.forget, heldout)))
 
     def monitor(self, threshold: Optional[float] = None, heldout: Optional[ImageDataset] = None) -> dict:
         """The forget set's statistics (:func:`forget_statistics`) and, given a held-out set, its accuracy and loss

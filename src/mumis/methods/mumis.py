@@ -27,8 +27,7 @@ from mumis.errors import MumisError
 from mumis.methods.base import DataRole, GrantedData, MethodResult, Space, UnlearningMethod
 from mumis.methods.forget_descent import ForgetDescent
 from mumis.methods.registry import register
-from mumis.methods.stopping import DipRecoverRule, HeldoutMatchRule, accuracy_tolerance, label_confidence, membership_threshold
-from mumis.metrics.accuracy import predict_logits
+from mumis.methods.stopping import DipRecoverRule, HeldoutMatchRule, accuracy_tolerance
 from mumis.models import logit_input_gradients, squared_norms
 from mumis.progress import progress_bar
 from mumis.runtime import double_backprop_kernels
@@ -118,7 +117,7 @@ class MuMis(UnlearningMethod):
         variant = overrides.get("variant", getattr(config, "variant", "default"))
         if variant not in VARIANTS:
             raise MumisError(f"unknown MU-Mis variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
-        explicit = set(overrides) | _non_default_fields(config)  # explicit fields win over the preset
+        explicit = set(overrides) | non_default_fields(config)  # explicit fields win over the preset
         super().__init__(config, **{**{k: v for k, v in VARIANTS[variant].items() if k not in explicit}, **overrides})
         cfg = self.config
         if cfg.request == "samples":  # each option the caller (or the preset) did not set takes its sample default
@@ -240,8 +239,7 @@ class _Membership(_Stop):
 
     def __init__(self, run: ForgetDescent, heldout):
         self.heldout = heldout
-        self.threshold = membership_threshold(*(label_confidence(predict_logits(run.model, d, 4 * run.chunk), d.labels)
-                                                for d in (run.forget, heldout)))
+        self.threshold = run.membership_threshold(heldout)
         self.rule, self.floor, self.info = HeldoutMatchRule(at_start=True), None, {"membership_threshold": self.threshold}
 
     def __call__(self, row: dict) -> Optional[str]:
@@ -253,7 +251,8 @@ class _Membership(_Stop):
         return "membership" if self.rule.update(row["heldout_below"] - row["forget_below"]) else None
 
 
-def _non_default_fields(config: Any) -> set[str]:
+def non_default_fields(config: Any) -> set[str]:
+    """The fields of a config dataclass that differ from its class's defaults (none for ``None``)."""
     if config is None:
         return set()
     default = type(config)()
