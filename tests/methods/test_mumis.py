@@ -11,7 +11,7 @@ from mumis.data import ImageDataset
 from mumis.errors import MumisError
 from mumis.methods import DataAccessError, DataRole, get_method, grant, mumis_loss, run_method
 from mumis.methods.forget_descent import sharpest_curvature
-from mumis.methods.mumis import VARIANTS, MuMis, MuMisConfig
+from mumis.methods.mumis import VARIANTS, MuMis, MuMisConfig, _ForgetAccuracy
 from mumis.methods.stopping import DipRecoverRule, accuracy_tolerance, membership_threshold
 from mumis.metrics import accuracy
 from mumis.models import classifier_head, create_model
@@ -114,14 +114,27 @@ def test_mumis_forgets_a_class_on_digits_and_keeps_the_rest(digits_model, digits
     assert result.stop_reason == "fa_floor"
 
 
+def test_the_stall_rule_compares_passes_not_steps():
+    """Forget accuracy that falls one point every 5 steps never stays still for a whole 4-step pass when read once
+    per pass; read step by step it would look stalled at step 9. It stops falling at step 20: stalled at 24."""
+    rule = _ForgetAccuracy(floor=0.0, stall_passes=1.0, per_pass=4)
+    fired = [(t, rule({"step": t, "forget_acc": 50.0 - min(t, 20) // 5})) for t in range(40)]
+    assert [(t, r) for t, r in fired if r][0] == (24, "fa_stalled")
+    assert _ForgetAccuracy(floor=47.0, stall_passes=1.0, per_pass=4)({"step": 0, "forget_acc": 50.0}) is None
+    floor = _ForgetAccuracy(floor=47.0, stall_passes=1.0, per_pass=4)
+    assert [t for t in range(40) if floor({"step": t, "forget_acc": 50.0 - min(t, 20) // 5})][0] == 15  # every step
+
+
 def test_a_class_request_stops_one_pass_after_forget_accuracy_stops_falling(digits_model, digits_task):
     """A floor that cannot be reached stands in for a few stubborn samples: the run ends on the stall rule, one pass
-    over D_f after the last check that lowered forget accuracy, not at the step cap."""
+    over D_f after the last pass that lowered forget accuracy, not at the step cap — checked after every step, the
+    stall still compares passes, so a pause within a pass does not end a decline."""
     result = get_method("mumis", fa_floor=-1.0, max_steps=500, check_every=1, show_progress=False)
     result = run_method(result, digits_model, grant(result, forget=digits_task.forget), 10)
     per_pass = math.ceil(len(digits_task.forget) / 64)
+    assert [row["step"] for row in result.trace] == list(range(result.steps + 1))
     best, last_drop = result.trace[0]["forget_acc"], 0
-    for row in result.trace[1:]:
+    for row in result.trace[per_pass::per_pass]:  # the first check of each pass
         if row["forget_acc"] < best:
             best, last_drop = row["forget_acc"], row["step"]
     assert result.stop_reason == "fa_stalled" and result.steps == last_drop + per_pass < 500

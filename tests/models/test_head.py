@@ -10,7 +10,7 @@ import mumis
 from mumis.data import concat_datasets
 from mumis.errors import MumisError
 from mumis.metrics import avg_gap, evaluate
-from mumis.models import classifier_head
+from mumis.models import classifier_head, create_model, head_gives_logits
 from mumis.training import TrainRecipe, fit
 
 
@@ -63,6 +63,26 @@ def test_the_head_is_the_layer_that_produces_the_logits():
     assert classifier_head(net, x) is net.classifier  # not net.body[3], the last nn.Linear registered
     with pytest.raises(MumisError, match="update='all'"):
         classifier_head(NoHeadNet(), x)
+
+
+class ScaledHeadNet(HeadFirstNet):
+    """Something runs after the head (a temperature): its output is not the model's."""
+
+    def forward(self, x):
+        return self.classifier(self.body(x)) / 2.0
+
+
+def test_head_gives_logits_only_when_nothing_runs_after_the_head():
+    x = torch.randn(3, 1, 8, 8)
+    net = HeadFirstNet().train()
+    assert head_gives_logits(net, net.classifier, x)
+    assert net.training  # the caller's mode is handed back
+    scaled = ScaledHeadNet().eval()
+    assert not head_gives_logits(scaled, scaled.classifier, x)
+    conv = ConvHeadNet().eval()
+    assert not head_gives_logits(conv, conv.score, x)  # global pooling follows the 1×1 convolution
+    cnn = create_model("small_cnn", 10, 1).eval()
+    assert head_gives_logits(cnn, classifier_head(cnn, torch.randn(2, 1, 28, 28)), torch.randn(2, 1, 28, 28))
 
 
 def test_a_1x1_conv_classifier_forgets_a_class_within_1_of_its_retrained_model(digits_task):

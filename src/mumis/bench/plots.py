@@ -18,8 +18,9 @@ def plot_trace(trace: list[dict], stop_reason: str, path: str | Path, delta: flo
     axes[1].plot(steps, [r["loss"] for r in trace], "o-", color="tab:purple")
     axes[1].axhline(0, color="grey", lw=0.6)
     axes[1].set(title="MU-Mis objective on D_f (the run's `objective` option)", xlabel="step")
-    axes[2].plot(steps, [r["target"] for r in trace], "o-", label="target ‖∇x f_c‖")
-    axes[2].plot(steps, [r["irrelevant"] for r in trace], "o-", label="irrelevant ‖∇x f_c'‖")
+    measured = [r for r in trace if "target" in r]  # checks that only read logits skip the sensitivities
+    axes[2].plot([r["step"] for r in measured], [r["target"] for r in measured], "o-", label="target ‖∇x f_c‖")
+    axes[2].plot([r["step"] for r in measured], [r["irrelevant"] for r in measured], "o-", label="irrelevant ‖∇x f_c'‖")
     if delta is not None:
         axes[2].axhline(delta * trace[0]["irrelevant"], ls="--", color="tab:orange", lw=1, label=f"δ·S0 (δ={delta})")
     axes[2].set(title="input sensitivity on D_f", xlabel="step")

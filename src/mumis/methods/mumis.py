@@ -82,7 +82,9 @@ class MuMisConfig:
     delta: float = 0.9  # dip_recover: the irrelevant sensitivity back above δ·S_0 after a dip below it (Fig. 4)
     fa_floor: Optional[float] = 0.0  # forget_acc: stop at or below this forget accuracy (%) (None: never)
     stall_passes: Optional[float] = 1.0  # forget_acc: ... or this many passes after it last fell (None: never)
-    check_every: int = 0  # steps between checks of the stop rule; 0 = once per pass over D_f (Algorithm 1)
+    # steps between checks of the stop rule; 0 = after every step where a check is free (only the head moves and it
+    # makes the logits: its input features are cached), else once per pass over D_f (Algorithm 1)
+    check_every: int = 0
     max_steps: int = 500  # safeguard: optimiser steps at most
     # a batch whose double-backprop graph would not fit the budget is processed in chunks (the same step), so peak
     # memory follows the budget, not |D_f| or the batch size; ``chunk_size`` > 0 sets the chunk directly
@@ -135,8 +137,11 @@ class MuMis(UnlearningMethod):
 
     def _run(self, model: nn.Module, data: GrantedData, num_classes: int) -> MethodResult:
         cfg = self.config
+        # the input sensitivities on a fixed sample of D_f: the paper's stop reads them at every check; otherwise they
+        # only describe the run, at its start and its stop
+        watched = 1024 if cfg.stop == "dip_recover" else 256
         run = ForgetDescent(model, data.forget, num_classes, cfg.update, cfg.batch_size, cfg.seed,
-                            cfg.memory_budget_mb, cfg.chunk_size)
+                            cfg.memory_budget_mb, cfg.chunk_size, monitor_size=watched)
         stop = self._stop_rule(run, data)
 
         def loss(x, y, other, rows):
@@ -154,7 +159,9 @@ class MuMis(UnlearningMethod):
         info["lr"] = lr
         optimizer = torch.optim.SGD(run.weights, lr=lr)  # no momentum, no weight decay
         explode_at, good, step, losses = EXPLODE_FACTOR * max(row["target_sq"], 1e-12), run.snapshot(), 0, []
-        check_every = cfg.check_every or run.per_pass
+        # a check that only reads logits is free when only the head moves (cached features): then after every step
+        check_every = cfg.check_every or (1 if run.checks_are_free and not stop.reads_sensitivities else run.per_pass)
+        every_check_measures = stop.reads_sensitivities or not run.checks_are_free
         with progress_bar("MU-Mis", None, cfg.show_progress) as advance:
             for index in run.batches():  # Algorithm 1: mini-batches of D_f, one pass after another
                 if reason is not None:
@@ -168,7 +175,7 @@ class MuMis(UnlearningMethod):
                 advance(f"loss {value:+.3f}")
                 if step % check_every and step < cfg.max_steps:
                     continue
-                stats = run.monitor(stop.threshold, stop.heldout)
+                stats = run.monitor(stop.threshold, stop.heldout, sensitivities=every_check_measures)
                 if not all(math.isfinite(v) for v in stats.values()):
                     reason = "diverged"
                     break
@@ -177,9 +184,12 @@ class MuMis(UnlearningMethod):
                 reason = stop(trace[-1]) or ("max_steps" if step >= cfg.max_steps else None)
                 if reason != "heldout_drop":
                     good = run.snapshot()
+        returned = trace[-2] if reason == "heldout_drop" else trace[-1]  # the check whose weights are handed back
         if reason in ("diverged", "heldout_drop"):
             run.model.load_state_dict(good)
-            info["restored_step"] = trace[-2]["step"] if reason == "heldout_drop" else trace[-1]["step"]
+            info["restored_step"] = returned["step"]
+        if "target" not in returned:  # the trace ends with the sensitivities of the model handed back
+            returned.update(run.sensitivities())
         if isinstance(stop, _DipRecover):
             info["irrelevant_dipped"] = stop.rule.dipped
         return MethodResult(model=run.finish(), stop_reason=reason, steps=step, trace=trace, info=info)
@@ -190,8 +200,7 @@ class MuMis(UnlearningMethod):
             return _DipRecover(cfg.delta)
         if cfg.stop == "membership":
             return _Membership(run, data.heldout)
-        stall = None if cfg.stall_passes is None else cfg.stall_passes * run.per_pass
-        return _ForgetAccuracy(cfg.fa_floor, stall)
+        return _ForgetAccuracy(cfg.fa_floor, cfg.stall_passes, run.per_pass)
 
 
 class _Stop:
@@ -199,11 +208,14 @@ class _Stop:
 
     threshold: Optional[float] = None  # what the monitor must also measure: a membership threshold and held-out data
     heldout = None
+    reads_sensitivities = False  # whether every check must measure the input sensitivities (they cost backprops)
     info: dict = {}
 
 
 class _DipRecover(_Stop):
     """The paper's rule on the irrelevant sensitivity S(D_f) (:class:`DipRecoverRule`)."""
+
+    reads_sensitivities = True
 
     def __init__(self, delta: float):
         self.rule = DipRecoverRule(delta)
@@ -213,21 +225,28 @@ class _DipRecover(_Stop):
 
 
 class _ForgetAccuracy(_Stop):
-    """A class request is done when the retrained model's forget accuracy (0 %) is reached (``fa_floor``), or when
-    forget accuracy has fallen and then not fallen again for ``stall_steps`` steps (``fa_stalled``)."""
+    """A class request is done when the retrained model's forget accuracy (0 %) is reached (``fa_floor``, read at
+    every check), or when forget accuracy has fallen and then not fallen again for ``stall_passes`` passes over D_f
+    (``fa_stalled``). The stall compares the first check of each pass with the best such reading before it: a slow
+    steady decline that pauses within a pass is not a stall."""
 
-    def __init__(self, floor: Optional[float], stall_steps: Optional[float]):
-        self.floor, self.stall_steps, self.best, self.best_step = floor, stall_steps, math.inf, 0
+    def __init__(self, floor: Optional[float], stall_passes: Optional[float], per_pass: int):
+        self.floor, self.per_pass = floor, per_pass
+        self.stall_steps = None if stall_passes is None else stall_passes * per_pass
+        self.best, self.best_step, self.pass_read = math.inf, 0, 0
 
     def __call__(self, row: dict) -> Optional[str]:
         if row["step"] == 0 or self.floor is None:
             self.best = min(self.best, row["forget_acc"])
             return None
-        if row["forget_acc"] < self.best:
-            self.best, self.best_step = row["forget_acc"], row["step"]
         if row["forget_acc"] <= self.floor:
             return "fa_floor"
-        if self.stall_steps is not None and self.best_step > 0 and row["step"] - self.best_step >= self.stall_steps:
+        if row["step"] // self.per_pass == self.pass_read:  # not the first check of a new pass
+            return None
+        self.pass_read = row["step"] // self.per_pass
+        if row["forget_acc"] < self.best:
+            self.best, self.best_step = row["forget_acc"], row["step"]
+        elif self.stall_steps is not None and self.best_step > 0 and row["step"] - self.best_step >= self.stall_steps:
             return "fa_stalled"
         return None
 

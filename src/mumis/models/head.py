@@ -57,3 +57,20 @@ def capture_features(model: nn.Module, example: torch.Tensor) -> Iterator[list[t
         yield captured
     finally:
         handle.remove()
+
+
+def head_gives_logits(model: nn.Module, head: nn.Module, example: torch.Tensor) -> bool:
+    """Whether ``model``'s output on ``example`` is exactly ``head``'s output (nothing runs after the head), so that
+    the logits are a function of the head's input alone. False for a 1×1-convolution head (global pooling follows)."""
+    if not isinstance(head, nn.Linear):
+        return False
+    seen: list[torch.Tensor] = []
+    handle = head.register_forward_hook(lambda module, args, out: seen.append(out))
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            logits = model.eval()(example)
+    finally:
+        handle.remove()
+        model.train(was_training)
+    return len(seen) == 1 and seen[0].shape == logits.shape and torch.equal(seen[0], logits)
