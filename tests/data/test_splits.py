@@ -10,6 +10,7 @@ from mumis.data import (
     explicit_ids,
     full_class,
     make_split,
+    most_memorised,
     random_fraction,
     sub_class,
 )
@@ -104,3 +105,21 @@ def test_sub_class_needs_fine_labels(digits_bundle, digits_split):
     train, _ = digits_split.materialise(digits_bundle)
     with pytest.raises(MumisError, match="no fine labels"):
         sub_class(train, digits_split, 0)
+
+
+def test_most_memorised_takes_each_classs_highest_scores(digits_bundle, digits_split):
+    train, _ = digits_split.materialise(digits_bundle)
+    labels = train.labels.numpy()
+    scores = np.random.default_rng(0).normal(size=len(train))
+    fs = most_memorised(train, digits_split, scores, 0.1)
+    assert fs.request == "memorised" and fs.params["fraction"] == 0.1
+    for c in range(10):
+        group = np.flatnonzero(labels == c)
+        chosen = np.intersect1d(fs.indices, group)
+        assert len(chosen) == round(0.1 * len(group))
+        assert scores[chosen].min() > scores[np.setdiff1d(group, chosen)].max()
+    assert fs.sha256 != most_memorised(train, digits_split, -scores, 0.1).sha256
+    with pytest.raises(MumisError, match="one per training sample"):
+        most_memorised(train, digits_split, scores[:-1], 0.1)
+    with pytest.raises(MumisError, match="one per training sample"):
+        most_memorised(train, digits_split, np.where(np.arange(len(train)) == 3, np.nan, scores), 0.1)

@@ -9,6 +9,7 @@ from scipy.stats import mannwhitneyu, norm
 
 from mumis.metrics.lira import (
     lira_scores,
+    memorisation_scores,
     roc_auc,
     scaled_confidence,
     shadow_memberships,
@@ -79,3 +80,10 @@ def test_a_memorised_planted_sample_scores_as_a_member_and_an_unseen_one_does_no
     scores = {name: lira_scores(scaled_confidence(predict_logits(trained(m, 100), pool), pool.labels), shadow_phis,
                                 masks)[planted] for name, m in (("memorised", with_it), ("never seen", without_it))}
     assert scores["memorised"] > 2.0 and scores["never seen"] < -2.0, scores
+
+
+def test_memorisation_is_the_mean_confidence_in_minus_out_by_hand():
+    # 4 shadows, 3 samples; sample 0 is fitted only when seen, sample 1 always, sample 2 never
+    phis = np.array([[5.0, 3.0, -1.0], [-1.0, 3.0, -1.0], [6.0, 3.0, -2.0], [0.0, 3.0, -2.0]])
+    seen = np.array([[True, True, False], [False, False, True], [True, True, True], [False, False, False]])
+    assert memorisation_scores(phis, seen) == pytest.approx([5.5 - (-0.5), 3.0 - 3.0, (-1.0 - 2.0) / 2 - (-1.5)])

@@ -13,6 +13,7 @@ from mumis.data.splits import (
     full_class,
     make_split,
     merge_requests,
+    most_memorised,
     random_fraction,
     sub_class,
 )
@@ -23,6 +24,6 @@ from mumis.data.tasks import TASK_KINDS, TaskSpec, TaskStep, parse_task
 
 __all__ = [
     "DatasetBundle", "ImageDataset", "as_surrogate", "concat_datasets", "iter_batches", "iter_rank_batches", "list_datasets", "load_dataset", "register_dataset",
-    "ForgetSet", "Split", "TaskData", "build_task", "task_from_views", "FORGET_REQUESTS", "atomic_write_text", "build_forget_set", "explicit_ids", "full_class", "make_split", "merge_requests", "random_fraction", "sub_class",
+    "ForgetSet", "Split", "TaskData", "build_task", "task_from_views", "FORGET_REQUESTS", "atomic_write_text", "build_forget_set", "explicit_ids", "full_class", "make_split", "merge_requests", "most_memorised", "random_fraction", "sub_class",
     "TASK_KINDS", "TaskSpec", "TaskStep", "parse_task", "superclass_view",
 ]

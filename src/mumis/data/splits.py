@@ -273,6 +273,27 @@ def random_fraction(train: ImageDataset, split: Split, fraction: float, seed: in
     return ForgetSet("random", {"fraction": fraction, "seed": seed, "stratified": stratified}, split.sha256, idx)
 
 
+def most_memorised(train: ImageDataset, split: Split, scores: np.ndarray, fraction: float) -> ForgetSet:
+    """The ``fraction`` of every class with the highest memorisation ``scores`` (one per training position, e.g.
+    :func:`mumis.metrics.lira.memorisation_scores` from shadow models): a sample request made of the samples a model
+    remembers most, the hard case for a per-example attack. Ties are broken by position."""
+    if not 0.0 < fraction < 1.0:
+        raise MumisError(f"the forget fraction must be in (0, 1), got {fraction}")
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape != (len(train),) or not np.isfinite(scores).all():
+        raise MumisError(f"memorisation scores must be {len(train)} finite numbers, one per training sample; "
+                         f"got shape {scores.shape}")
+    labels = train.labels.numpy()
+    picked = []
+    for c in np.unique(labels):
+        group = np.flatnonzero(labels == c)
+        order = group[np.lexsort((group, -scores[group]))]  # highest score first, then lowest position
+        picked.append(order[: round(fraction * len(group))])
+    idx = _nonempty(np.sort(np.concatenate(picked)), f"{fraction:.2%} of each class rounds to zero")
+    digest = hashlib.sha256(np.round(scores, 9).tobytes()).hexdigest()
+    return ForgetSet("memorised", {"fraction": fraction, "scores_sha256": digest}, split.sha256, idx)
+
+
 def explicit_ids(split: Split, ids) -> ForgetSet:
     """The training-pool sample ids a user names (e.g. from a deletion request); each must be in the split's train."""
     ids = [int(i) for i in ids]  # Python ints: an id beyond int64 is simply not in the split

@@ -139,7 +139,7 @@ class MuMis(UnlearningMethod):
         cfg = self.config
         # the input sensitivities on a fixed sample of D_f: the paper's stop reads them at every check; otherwise they
         # only describe the run, at its start and its stop
-        watched = 1024 if cfg.stop == "dip_recover" else 256
+        watched = 1024 if cfg.stop == "dip_recover" else 128
         run = ForgetDescent(model, data.forget, num_classes, cfg.update, cfg.batch_size, cfg.seed,
                             cfg.memory_budget_mb, cfg.chunk_size, monitor_size=watched)
         stop = self._stop_rule(run, data)

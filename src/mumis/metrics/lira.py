@@ -109,6 +109,14 @@ def shadow_memberships(n_samples: int, n_shadows: int, seed: int = 0) -> np.ndar
     return np.stack(rows)
 
 
+def memorisation_scores(shadow_phis: np.ndarray, shadow_in: np.ndarray) -> np.ndarray:
+    """Per sample, how much training on it lifts its own fit: mem(i) = mean_{s: IN} φ_s(i) − mean_{s: OUT} φ_s(i)
+    (Feldman & Zhang's memorisation estimate, on the logit-scaled confidence). Large for atypical samples a model
+    fits only when it sees them — the samples RULI argues a random forget set under-represents; ≈ 0 for samples
+    every model fits from the rest of the data."""
+    return _gaussian_fit(shadow_phis, shadow_in)[0] - _gaussian_fit(shadow_phis, ~shadow_in)[0]
+
+
 def calibrated_scores(target: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Without shadows (serving a request): offline LiRA with one global OUT distribution, fitted on samples the
     model never trained on — z(i) = (φ(i) − mean_ref φ) / std_ref φ. Large z: sample i is fitted like training data."""

@@ -1,0 +1,86 @@
+"""Every command in the README's code blocks is accounted for: run here as written, run as written by another test,
+or — where it needs hours, several GPUs or a cluster — exercised by a named test on a smaller input through the same
+code. A README command added or changed without a line here fails the first test."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+README = (ROOT / "README.md").read_text()
+MUMIS = str(Path(sys.executable).parent / "mumis")
+
+# command → how it is run: "here" (below, as written), "as written: <test>", or "smaller: <test> (why)"
+ACCOUNTED = {
+    "python3 -m venv .venv && .venv/bin/pip install -q -e . && .venv/bin/mumis demo":
+        "here: the install is .ci/run's on a clean clone; `mumis demo` runs below as written",
+    "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && .venv/bin/python -m pytest":
+        "as written: .ci/run (this suite)",
+    "mumis split mnist5k --out work": "as written: tests/serving/test_requests.py::test_readme_deletion_request_example_runs_as_written",
+    "mumis train --split work/split.json --out work/model.safetensors --epochs 3": "as written: (same test)",
+    'printf "7\\n42\\n2024\\n4321\\n" > work/request.txt': "as written: (same test)",
+    "mumis forget --model work/model.safetensors --data work/split.json --ids work/request.txt "
+    "--out work/forgot.safetensors": "as written: (same test)",
+    "mumis verify work/forgot.manifest.json": "as written: (same test)",
+    "mumis demo --methods all": "smaller: tests/test_cli.py::test_demo_with_several_methods (every method: minutes)",
+    "mumis bench demo": "smaller: tests/bench/test_resume.py, test_bench_cli.py (the demo grid: about 25 minutes)",
+    "mumis report runs/bench/demo.sqlite": "here: on the committed demo database, as written",
+    "mumis tune all demo --trials 8 --save tuned": "smaller: tests/bench/test_tuning.py (80 trials: about 40 minutes)",
+    "torchrun --standalone --nproc-per-node 4 -m mumis.cli train --split runs/x/split.json --out runs/x/original.safetensors":
+        "smaller: tests/training/test_distributed.py (2 gloo processes on the CPU)",
+    "mumis bench cifar100_full --data-dir /shared/data --cache-dir /shared/mumis-cache --executor ray --address auto --gpus-per-cell 1":
+        "smaller: tests/bench/test_ray_executor.py (a local Ray instance, a tiny grid; no GPU or CIFAR here)",
+    "python benchmarks/paper_scale.py --out OUT --budget-s 540":
+        "smaller: tests/bench/test_paper_scale.py (the --tiny rehearsal; the real run needs a GPU)",
+}
+
+
+def readme_commands() -> list[str]:
+    """Every command line in the README's ```bash blocks (comments stripped), and the inline `python benchmarks/…`
+    commands of the text."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", README, flags=re.S):
+        for line in block.splitlines():
+            line = line.split("  #")[0].strip()
+            if line and not line.startswith("#"):
+                commands.append(line)
+    commands += [c for c in re.findall(r"`(python benchmarks/[^`]+)`", README) if c not in commands]
+    return commands
+
+
+def test_every_readme_command_is_accounted_for():
+    commands = readme_commands()
+    assert len(commands) >= 10
+    assert set(commands) == set(ACCOUNTED), (
+        f"new or changed README commands: {sorted(set(commands) - set(ACCOUNTED))}; "
+        f"no longer in the README: {sorted(set(ACCOUNTED) - set(commands))}")
+
+
+def _run(line: str, cwd: Path, env: dict, timeout: int) -> subprocess.CompletedProcess:
+    command = re.sub(r"^(\.venv/bin/)?mumis ", MUMIS + " ", line)
+    done = subprocess.run(command, shell=True, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{line}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+def test_the_main_job_runs_as_written_and_forgets_the_class(tmp_path):
+    """The README's main job after its install, in an empty folder with an empty model cache (about a minute)."""
+    main = next(c for c in readme_commands() if c.endswith("mumis demo"))
+    env = {**os.environ, "MUMIS_DEVICE": "cpu", "MUMIS_CACHE": str(tmp_path / "cache")}
+    done = _run(main.split("&&")[-1].strip(), tmp_path, env, timeout=900)
+    assert "MU-Mis read only ['forget'] data" in done.stdout
+    rows = {r["method"]: r for r in json.loads((tmp_path / "runs/demo/results.json").read_text())}
+    assert rows["mumis"]["fa"] == 0 and rows["mumis"]["avg_gap"] <= 1.0 and rows["original"]["fa"] > 90
+    assert (tmp_path / "runs/demo/trace-mumis.png").stat().st_size > 0
+
+
+def test_the_report_command_runs_as_written_on_the_committed_demo_database(tmp_path):
+    (tmp_path / "runs/bench").mkdir(parents=True)
+    shutil.copy(ROOT / "docs/report-demo/demo.sqlite", tmp_path / "runs/bench/demo.sqlite")
+    line = next(c for c in readme_commands() if c.startswith("mumis report"))
+    _run(line, tmp_path, {**os.environ, "MUMIS_DEVICE": "cpu"}, timeout=600)
+    report = (tmp_path / "runs/bench/demo/report.md").read_text()
+    assert "## mnist5k · small_cnn · full_class=3" in report and "| mumis |" in report
