@@ -34,3 +34,24 @@ def test_trace_figure_shows_the_default_run_whatever_finished_first():
     assert (chosen["method"], chosen["seed"]) == ("mumis", 1)
     assert trace_row(rows[:1])["method"] == "mumis (paper)"
     assert trace_row(rows[3:]) is None
+
+
+def test_figures_leave_the_callers_matplotlib_alone(tmp_path):
+    """Drawing a trace neither imports pyplot nor switches the backend of the process that called it."""
+    import subprocess
+    import sys
+    code = (
+        "import sys, matplotlib\n"
+        "raw = lambda: dict.__getitem__(matplotlib.rcParams, 'backend')  # reading rcParams['backend'] resolves it\n"
+        "before = raw()\n"
+        "from mumis.bench.plots import plot_trace\n"
+        "import mumis.bench.report\n"
+        "rows = [{'step': 0, 'forget_acc': 90.0, 'loss': 1.0, 'target': 2.0, 'irrelevant': 1.0},\n"
+        "        {'step': 1, 'forget_acc': 0.0, 'loss': 0.5}]\n"
+        f"plot_trace(rows, 'fa_floor', {str(tmp_path / 'trace.png')!r})\n"
+        "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'\n"
+        "assert raw() == before, (before, raw())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "trace.png").stat().st_size > 0

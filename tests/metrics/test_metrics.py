@@ -10,6 +10,8 @@ from mumis.data import ImageDataset
 from mumis.metrics import (
     accuracy,
     avg_gap,
+    evaluate,
+    forget_metrics,
     js_divergence,
     kl_divergence,
     loss_mia_from_losses,
@@ -170,3 +172,8 @@ def test_relearn_steps(digits_task, digits_model):
     assert 1 <= steps <= 100
     assert math.isnan(relearn_steps(blank, forget, target_fa=200.0, max_steps=3))  # unreachable → NaN
     assert (blank.fc.weight == 0).all()  # the model passed in is not modified
+
+
+def test_forget_metrics_are_evaluates_fa_and_mia_from_less_data(digits_model, digits_task):
+    full = evaluate(digits_model, digits_task)
+    assert forget_metrics(digits_model, digits_task) == {"fa": full["fa"], "mia": full["mia"]}

@@ -1,18 +1,18 @@
-"""Figures a person would rather look at than a table."""
+"""Figures a person would rather look at than a table. Drawn on a bare ``Figure`` (no pyplot): no backend is
+switched and no global figure state is touched in the caller's process, and matplotlib is imported only when a
+figure is drawn (serving a request without ``--trace`` never pays for it)."""
 from __future__ import annotations
 
 from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 
 def plot_trace(trace: list[dict], stop_reason: str, path: str | Path, delta: float | None = None, title: str = "") -> Path:
     """MU-Mis's Fig. 4: forget accuracy, loss, and target/irrelevant sensitivity per step, stop point marked."""
     steps = [r["step"] for r in trace]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13, 3.6))
+    axes = fig.subplots(1, 3)
     axes[0].plot(steps, [r["forget_acc"] for r in trace], "o-", color="tab:red")
     axes[0].set(title="forget accuracy (%)", xlabel="step", ylim=(-2, 102))
     axes[1].plot(steps, [r["loss"] for r in trace], "o-", color="tab:purple")
@@ -33,5 +33,4 @@ def plot_trace(trace: list[dict], stop_reason: str, path: str | Path, delta: flo
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

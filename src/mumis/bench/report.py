@@ -12,16 +12,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Optional
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure  # a bare Figure: no pyplot, no backend switched in the caller's process
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from mumis.bench.plots import plot_trace  # noqa: E402
-from mumis.bench.store import ResultStore  # noqa: E402
-from mumis.data import atomic_write_text  # noqa: E402
-from mumis.metrics import mean_ci  # noqa: E402
+from mumis.bench.plots import plot_trace
+from mumis.bench.store import ResultStore
+from mumis.data import atomic_write_text
+from mumis.metrics import mean_ci
 
 MAIN_COLUMNS = (("FA", "fa"), ("RA", "ra"), ("TA", "ta"), ("MIA", "mia"), ("Avg. Gap", "avg_gap"), ("Time (s)", "wall_s"))
 SUITE_COLUMNS = (("Gap w/o MIA", "avg_gap_no_mia"), ("ToW", "tow"), ("MIA strat.", "mia_stratified"),
@@ -82,7 +79,8 @@ def _slug(*parts) -> str:
 
 def _fig_sensitivity(profiles: dict, title: str, path: Path) -> Path:
     """Figs. 2–3: full-Jacobian sensitivity of D_f at random init / trained / retrained; target vs irrelevant."""
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    fig = Figure(figsize=(14, 3.8))
+    axes = fig.subplots(1, 3)
     for role, colour in (("init", "tab:grey"), ("original", "tab:blue"), ("retrain", "tab:green")):
         values = np.asarray(profiles[role]["full"])
         axes[0].hist(np.log10(values + 1e-12), bins=40, alpha=0.6, color=colour, label=role)
@@ -98,14 +96,14 @@ def _fig_sensitivity(profiles: dict, title: str, path: Path) -> Path:
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
 def _fig_delta(rows_by_task: dict, title: str, path: Path) -> Path:
     """Fig. 4: % of D_f samples whose sensitivity rose against the original model, per method and task."""
     tasks = list(rows_by_task)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.8), squeeze=False)
+    fig = Figure(figsize=(4.5 * len(tasks), 3.8))
+    axes = fig.subplots(1, len(tasks), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         rows = [r for r in rows_by_task[task] if r["method"] != "original"]
         methods = _method_order(rows)
@@ -120,13 +118,13 @@ def _fig_delta(rows_by_task: dict, title: str, path: Path) -> Path:
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
 def _fig_sequential(rows: list[dict], title: str, path: Path) -> Path:
     """Figs. 5 and 7: Avg. Gap, FA on everything forgotten so far, and KL to the retrained model, per step."""
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    fig = Figure(figsize=(14, 3.8))
+    axes = fig.subplots(1, 3)
     for m in _method_order(rows):
         if m == "retrain":
             continue
@@ -142,7 +140,6 @@ def _fig_sequential(rows: list[dict], title: str, path: Path) -> Path:
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 

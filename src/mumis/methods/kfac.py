@@ -81,12 +81,14 @@ def _predictive_backwards(model: nn.Module, data: ImageDataset, batch_size: int,
 
 
 def _output_rows(g: torch.Tensor) -> torch.Tensor:
-    """Output gradients as rows (N·T × out), the layout of :func:`_input_rows`."""
-    return (g.permute(0, 2, 3, 1).reshape(-1, g.shape[1]) if g.dim() == 4 else g).double()
+    """Output gradients as rows (N·T × out), the layout of :func:`_input_rows`, in the model's dtype."""
+    return g.permute(0, 2, 3, 1).reshape(-1, g.shape[1]) if g.dim() == 4 else g
 
 
 def kfac_factors(model: nn.Module, data: ImageDataset, batch_size: int = 500) -> dict:
-    """layer → (A, G, T) over ``data`` (module docstring), in float64; the model as it is (eval mode expected)."""
+    """layer → (A, G, T) over ``data`` (module docstring), in float64; the model as it is (eval mode expected). Each
+    batch's products are formed in the model's dtype (the N·T-row products are most of the time) and summed in
+    float64."""
     layers = weight_layers(model)
     A = {m: 0.0 for m in layers}
     G = {m: 0.0 for m in layers}
@@ -94,14 +96,14 @@ def kfac_factors(model: nn.Module, data: ImageDataset, batch_size: int = 500) ->
 
     def on_batch(inputs):
         for m in layers:
-            rows = _input_rows(m, inputs[m]).double()
-            A[m] = A[m] + rows.T @ rows
+            rows = _input_rows(m, inputs[m])
+            A[m] = A[m] + (rows.T @ rows).double()
             positions[m] = len(rows) // len(inputs[m])
 
     def on_class(grads):
         for m in layers:
             g = _output_rows(grads[m])
-            G[m] = G[m] + g.T @ g
+            G[m] = G[m] + (g.T @ g).double()
 
     _predictive_backwards(model, data, batch_size, on_batch, on_class)
     return {m: (A[m] / len(data), G[m] / len(data), positions[m]) for m in layers}
@@ -121,14 +123,14 @@ def corrected_eigenvalues(model: nn.Module, data: ImageDataset, eigen: dict, bat
 
     def on_batch(inputs):  # the inputs' coordinates in Q_A, once per batch (they do not depend on the class)
         for m in layers:
-            rows = _input_rows(m, inputs[m]).double()
-            rotated[m] = (rows @ eigen[m][0]).reshape(len(inputs[m]), -1, rows.shape[1])
+            rows = _input_rows(m, inputs[m])
+            rotated[m] = (rows @ eigen[m][0].to(rows.dtype)).reshape(len(inputs[m]), -1, rows.shape[1])
 
-    def on_class(grads):
+    def on_class(grads):  # per-sample products in the model's dtype, their squares summed in float64
         for m in layers:
             g = _output_rows(grads[m])
-            g = (g @ eigen[m][1]).reshape(len(rotated[m]), -1, g.shape[1])
-            total[m] = total[m] + (torch.einsum("nto,nti->noi", g, rotated[m]) ** 2).sum(0)
+            g = (g @ eigen[m][1].to(g.dtype)).reshape(len(rotated[m]), -1, g.shape[1])
+            total[m] = total[m] + (torch.einsum("nto,nti->noi", g, rotated[m]).double() ** 2).sum(0)
 
     _predictive_backwards(model, data, batch_size, on_batch, on_class)
     return {m: total[m] / len(data) for m in layers}

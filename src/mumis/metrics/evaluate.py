@@ -45,3 +45,14 @@ def evaluate(model: nn.Module, task: TaskData, logits: Optional[dict] = None) ->
         "forgotten_test_acc": _accuracy(logits["test_forgotten"], task.test_forgotten.labels
                                         if task.test_forgotten is not None else None),
     }
+
+
+def forget_metrics(model: nn.Module, task: TaskData) -> dict[str, float]:
+    """FA and MIA-efficacy exactly as :func:`evaluate` computes them, from only the data they read: D_f, D_t and the
+    first |D_t| samples of D_r (the attack's shadow "in" set) — what a deletion manifest records before and after."""
+    n = min(len(task.test), len(task.retain))
+    f, r, t = (predict_logits(model, d) for d in (task.forget, task.retain.subset(range(n)), task.test))
+    return {"fa": _accuracy(f, task.forget.labels),
+            "mia": float(mia_efficacy_from_confidence(true_class_confidence(r, task.retain.labels[:n]),
+                                                      true_class_confidence(t, task.test.labels),
+                                                      true_class_confidence(f, task.forget.labels)))}

@@ -29,7 +29,7 @@ from mumis.errors import MumisError
 from mumis.methods import UnlearningMethod, get_method, raise_if_diverged
 from mumis.methods.auto import resolve
 from mumis.methods.recipes import dataset_family, load_recipe
-from mumis.metrics import evaluate, predict_logits
+from mumis.metrics import evaluate, forget_metrics, predict_logits
 from mumis.metrics.lira import calibrated_scores, member_like_share, scaled_confidence
 from mumis.runtime import isolated_global_state, seed_everything, versions
 from mumis.serving.audit import (
@@ -180,8 +180,7 @@ EVIDENCE_CALIBRATION = ("offline LiRA with a global OUT fit: z = (phi - mean) / 
 
 def _forget_metrics(model: nn.Module, task: TaskData) -> dict:
     """What the manifest records before and after, and what `mumis verify` recomputes: one code path for all three."""
-    metrics = evaluate(model, task)
-    return {"fa": metrics["fa"], "mia": metrics["mia"]}
+    return forget_metrics(model, task)
 
 
 def serve_request(req: DeletionRequest, trace: Optional[bool] = None) -> dict:
