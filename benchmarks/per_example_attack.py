@@ -15,12 +15,11 @@ model never saw D_f, so its per-example AUC is the reference. Shadows and refere
 """
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from _cell import cell_parser
 from mumis.bench.experiment import apply_method, persisted_split
 from mumis.bench.references import default_cache_dir, trained_reference
 from mumis.bench.shadows import per_example_attack, shadow_confidences, shadow_pool, train_shadows
@@ -33,13 +32,9 @@ from mumis.training import TrainRecipe
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", default="mnist5k")
-    parser.add_argument("--model", default="small_cnn")
+    parser = cell_parser(__doc__)
     parser.add_argument("--fraction", type=float, default=0.1)
-    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--shadows", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     cache, recipe = default_cache_dir(), TrainRecipe(epochs=args.epochs)
     bundle = load_dataset(args.dataset)

@@ -148,3 +148,38 @@ def test_damped_inverse_inverts_the_damped_kronecker_product():
     for m, (A, G, t) in factors.items():
         solved = inverse(g)[m]
         assert torch.allclose(_damped_kronecker(A, G, t, 0.05, solved), g[m], atol=1e-10)
+
+
+def test_kfac_and_ekfac_equal_curvlinops_on_every_layer():
+    """The maintained reference (curvlinops-for-pytorch: type-2 Fisher, "expand" for convolutions, weight and bias
+    as one block) applies the same K-FAC and EK-FAC operators, to float64 precision, on a conv + linear model with
+    biases and one without. benchmarks/kfac_curvlinops.py measures the two for speed."""
+    from curvlinops import EKFACLinearOperator, KFACLinearOperator
+    torch.manual_seed(0)
+    data = _images(12, 6, 5)
+    g = torch.Generator().manual_seed(1)
+    for bias in (True, False):
+        model = nn.Sequential(nn.Conv2d(1, 3, 3, bias=bias), nn.ReLU(), nn.Conv2d(3, 2, 2, stride=2), nn.Flatten(),
+                              nn.Linear(2 * 2 * 2, 3, bias=bias)).double().eval()
+        factors = kfac_factors(model, data, batch_size=5)
+        inverse = DampedInverse(factors, 0.0).refit_eigenvalues(model, data, batch_size=5)
+        params = [p for m in weight_layers(model) for p in (m.weight, m.bias) if p is not None]
+        loader = [(x.double(), y) for x, y in (data.batch(torch.arange(0, 5)), data.batch(torch.arange(5, 12)))]
+        theirs = {cls: cls(model, nn.CrossEntropyLoss(), params, loader, fisher_type="type-2", kfac_approx="expand",
+                           separate_weight_and_bias=False, check_deterministic=False)
+                  for cls in (KFACLinearOperator, EKFACLinearOperator)}
+        for layer in weight_layers(model):
+            V = torch.randn(layer_matrix(layer).shape, generator=g, dtype=torch.float64)
+            vec = [torch.zeros_like(p) for p in params]
+            at = {id(p): i for i, p in enumerate(params)}
+            vec[at[id(layer.weight)]] = V[:, : layer.weight[0].numel()].reshape(layer.weight.shape)
+            if layer.bias is not None:
+                vec[at[id(layer.bias)]] = V[:, -1]
+            A, G, positions = factors[layer]
+            qa, qg, eigenvalues = inverse.eigen[layer]
+            for cls, ours in ((KFACLinearOperator, G @ V @ A / positions),
+                              (EKFACLinearOperator, qg @ (eigenvalues * (qg.T @ V @ qa)) @ qa.T)):
+                out = theirs[cls] @ vec
+                reference = as_matrix(out[at[id(layer.weight)]],
+                                      out[at[id(layer.bias)]] if layer.bias is not None else None)
+                assert torch.allclose(ours, reference, rtol=1e-9, atol=1e-12), (cls.__name__, layer, bias)

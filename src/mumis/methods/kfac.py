@@ -12,6 +12,10 @@ T_l = the number of positions (1 for a linear layer). (F_l + γI)⁻¹ comes fro
 and refits the curvature along each of them from per-sample gradients (:func:`corrected_eigenvalues`), exact on the
 diagonal of the Fisher in that basis where K-FAC's product of the factors' eigenvalues is not.
 :func:`project_out` keeps chosen losses unchanged to first order (each class's mean held-out loss, so unseen data is not what the step moves).
+
+The operators equal curvlinops-for-pytorch's KFAC / EKFAC (type-2 Fisher, "expand") to float64 precision
+(tests/methods/test_kfac.py). They stay here because EK-FAC, newton's default, took 3.75 s here against 4.79 s
+with curvlinops on the demo's held-out set (``benchmarks/kfac_curvlinops.py``), without its seven dependencies.
 """
 from __future__ import annotations
 
