@@ -40,7 +40,7 @@ class NewtonConfig:
     weight_decay: float = 5e-4
     cg_tol: float = 1e-8  # conjugate gradients: stop at ‖residual‖ ≤ tol · ‖right-hand side‖
     cg_max_iter: int = 2000
-    batch_size: int = 512  # feature extraction only
+    batch_size: int = 128  # inference and loss-gradient batches (a CPU keeps 128 in cache; results do not depend on it)
     guard: bool = True  # halve the step (≤ 5 times) while held-out accuracy falls by more than two standard errors
     # Held-out accuracy (points) that earlier requests in this model's history already cost: the guard allows only
     # what is left of the two standard errors, so a chain of requests cannot add up its sampling errors. `mumis
