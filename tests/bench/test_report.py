@@ -55,3 +55,54 @@ def test_figures_leave_the_callers_matplotlib_alone(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "trace.png").stat().st_size > 0
+
+
+SHADOW_GRID = """
+name = "shadows"
+datasets = ["digits"]
+models = ["small_cnn"]
+seeds = [0]
+
+[recipe]
+epochs = 3
+batch_size = 64
+
+[[tasks]]
+kind = "random"
+target = 0.1
+
+[[methods]]
+name = "newton"
+
+[suite]
+relearn = false
+sensitivity_samples = 32
+shadows = 4
+"""
+
+
+def test_the_per_example_attack_runs_in_a_grid_and_reports_a_column_a_figure_and_a_table(tmp_path):
+    import math
+
+    from mumis.bench.grid import parse_grid
+    from mumis.bench.runner import run_grid
+    from mumis.bench.store import ResultStore
+    from mumis.metrics import SuiteOptions
+
+    assert "shadows" not in SuiteOptions().to_dict()  # grids without the attack keep their cell keys
+    grid = parse_grid(SHADOW_GRID, "shadows.toml")
+    run_grid(grid, tmp_path / "s.sqlite", tmp_path / "cache", show_progress=False)
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        rows = {r["method"]: r for r in store.rows()}
+    assert set(rows) == {"retrain", "original", "newton"}
+    for r in rows.values():
+        assert 0.0 <= r["lira_auc"] <= 1.0 and 0.0 <= r["lira_tpr_1pct"] <= 1.0
+        assert len(r["lira_scores"]) == r["forget_size"] and all(math.isfinite(v) for v in r["lira_scores"])
+    assert rows["original"]["lira_scores"] != rows["retrain"]["lira_scores"]
+    assert len(list((tmp_path / "cache" / "models").glob("shadow*-digits-*.safetensors"))) == 4
+    report = write_report(tmp_path / "s.sqlite", tmp_path / "report").read_text()
+    assert "| LiRA AUC | LiRA TPR@1% |" in report
+    assert "## Per-example attack across the grid" in report
+    line = next(ln for ln in report.splitlines() if ln.startswith("| digits · small_cnn · random"))
+    assert line.count("|") == 5 and f"{rows['retrain']['lira_auc']:.3f}" in line
+    assert (tmp_path / "report" / "figures" / "per-example-digits-small_cnn-random0.1.png").stat().st_size > 0

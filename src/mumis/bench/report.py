@@ -24,7 +24,8 @@ MAIN_COLUMNS = (("FA", "fa"), ("RA", "ra"), ("TA", "ta"), ("MIA", "mia"), ("Avg.
 SUITE_COLUMNS = (("Gap w/o MIA", "avg_gap_no_mia"), ("ToW", "tow"), ("MIA strat.", "mia_stratified"),
                  ("Loss-MIA", "mia_loss"), ("KL→rt", "kl"), ("JS→rt", "js"), ("Relearn steps", "relearn_steps"),
                  ("‖∇f_c‖", "target_sens"), ("‖∇f_c'‖", "irrelevant_sens"), ("↑ f_c %", "target_up"),
-                 ("↑ f_c' %", "irrelevant_up"), ("↑ gap %", "gap_up"))
+                 ("↑ f_c' %", "irrelevant_up"), ("↑ gap %", "gap_up"), ("LiRA AUC", "lira_auc"),
+                 ("LiRA TPR@1%", "lira_tpr_1pct"))
 
 
 def latest_rows(rows: list[dict]) -> list[dict]:
@@ -121,6 +122,47 @@ def _fig_delta(rows_by_task: dict, title: str, path: Path) -> Path:
     return path
 
 
+def _fig_per_example(rows: list[dict], title: str, path: Path) -> Path:
+    """The per-sample LiRA scores of D_f under the retrained model, the original and each method (lowest seed):
+    an unlearned model's distribution should sit on the retrained model's, not on the original's."""
+    seed = min(r["seed"] for r in rows)
+    shown = [r for r in rows if r["seed"] == seed and r.get("lira_scores")]
+    everything = np.concatenate([r["lira_scores"] for r in shown])
+    low, high = np.percentile(everything, [1, 99])
+    bins = np.linspace(low, high, 40)
+    fig = Figure(figsize=(7, 3.8))
+    ax = fig.subplots()
+    for m in _method_order(shown):
+        scores = next(r["lira_scores"] for r in shown if r["method"] == m)
+        style = {"retrain": dict(color="black", lw=2), "original": dict(color="grey", lw=2, ls="--")}.get(m, {})
+        ax.hist(np.clip(scores, low, high), bins, histtype="step", density=True, label=m, **style)
+    ax.set(xlabel="LiRA score of a D_f sample (high: looks like a member)", ylabel="density")
+    ax.legend(fontsize=7)
+    fig.suptitle(f"{title} (seed {seed})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def per_example_section(groups: dict) -> list[str]:
+    """Markdown lines: every cell's per-example attack (online LiRA AUC of D_f against never-seen test samples,
+    mean ± CI over seeds, at the task's last step) side by side, the retrained model's value first."""
+    cells = {key: rows for key, rows in groups.items() if any(r.get("lira_auc") is not None for r in rows)}
+    if not cells:
+        return []
+    methods = _method_order([r for rows in cells.values() for r in rows])
+    lines = ["## Per-example attack across the grid", "",
+             "Online LiRA AUC of D_f against never-seen test samples (0.5: indistinguishable; the retrained model's value "
+             "is the target, not 0.5: samples a model fits only when it sees them score below typical unseen ones once "
+             "unseen).", "", "| Cell | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    for (dataset, model, task), rows in cells.items():
+        last = max(r["step"] for r in rows)
+        final = [r for r in rows if r["step"] == last]
+        values = [_cell([r.get("lira_auc") for r in final if r["method"] == m], 3) for m in methods]
+        lines.append(f"| {dataset} · {model} · {task} | " + " | ".join(values) + " |")
+    return lines + [""]
+
+
 def _fig_sequential(rows: list[dict], title: str, path: Path) -> Path:
     """Figs. 5 and 7: Avg. Gap, FA on everything forgotten so far, and KL to the retrained model, per step."""
     fig = Figure(figsize=(14, 3.8))
@@ -179,11 +221,16 @@ def write_report(db: str | Path, out_dir: str | Path, title: str = "", tuning: s
             lines += [f"![sequential]({path.relative_to(out_dir)})", ""]
         else:
             by_dataset_model[(dataset, model)][task] = final
+        if any(r.get("lira_scores") for r in final):
+            path = _fig_per_example(final, f"Per-sample LiRA scores of D_f · {dataset} · {model} · {task}",
+                                    fig_dir / f"per-example-{_slug(dataset, model, task)}.png")
+            lines += [f"![per-example]({path.relative_to(out_dir)})", ""]
         r = trace_row(final)
         if r is not None:
             path = plot_trace(r["trace"], r.get("stop_reason", ""), fig_dir / f"trace-{_slug(dataset, model, task)}.png",
                               title=f"{r['method']} on {dataset} · {model} · {task} (seed {r['seed']}, step {r['step']})")
             lines += [f"![MU-Mis trace]({path.relative_to(out_dir)})", ""]
+    lines += per_example_section(groups)
     if by_dataset_model:
         lines += ["## Input-sensitivity diagnostics", ""]
     for (dataset, model), tasks in by_dataset_model.items():

@@ -14,6 +14,7 @@ from mumis.bench.experiment import apply_method, persisted_split
 from mumis.bench.grid import Cell, GridSpec
 from mumis.bench.references import default_cache_dir, trained_reference
 from mumis.bench.results import config_hash, git_sha
+from mumis.bench.shadows import shadow_reference, step_reference
 from mumis.bench.store import ResultStore
 from mumis.data import TaskStep, load_dataset
 from mumis.errors import MumisError
@@ -54,6 +55,11 @@ class GroupContext:
             retrains.append((model, rmeta.wall_s))
             trained_on.append(rmeta.device or "not recorded")
         suites = [SuiteContext.build(s.evaluation, original, r, cell.suite) for s, (r, _) in zip(steps, retrains)]
+        if cell.suite.shadows:  # the per-example attack: one set of shadows for every step of the group
+            shared = shadow_reference(train, test, cell.model, split, cell.recipe, cell.suite.shadows, cell.seed,
+                                      cache_dir)
+            for suite, step in zip(suites, steps):
+                suite.per_example = step_reference(shared, step.evaluation.forget_set.indices, len(train))
         seed_everything(cell.seed)  # the same initial weights the original model started from
         init = create_model(cell.model, train.num_classes, train.in_channels).eval()
         return cls(steps, original, meta.wall_s, retrains, suites, init, trained_on)

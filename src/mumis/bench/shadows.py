@@ -15,7 +15,7 @@ from torch import nn
 from mumis.bench.references import trained_reference
 from mumis.data import ImageDataset, Split, concat_datasets
 from mumis.metrics.accuracy import predict_logits
-from mumis.metrics.lira import attack_summary, lira_scores, scaled_confidence, shadow_memberships
+from mumis.metrics.lira import PerExampleReference, scaled_confidence, shadow_memberships
 from mumis.progress import progress_bar
 from mumis.training import TrainRecipe
 
@@ -52,5 +52,21 @@ def per_example_attack(model: nn.Module, pool: ImageDataset, positives: np.ndarr
     """LiRA scores of ``model`` on the pool and their AUC / TPR at low FPR for ``positives`` (pool positions, e.g. the
     forget set) against ``negatives`` (never-seen samples, e.g. the test part of the pool); ``scores`` are the
     positives' per-sample scores, for a figure or a manifest."""
-    scores = lira_scores(scaled_confidence(predict_logits(model, pool), pool.labels), shadow_phis, masks, online)
-    return {**attack_summary(scores[positives], scores[negatives]), "scores": scores[positives]}
+    return PerExampleReference(pool, shadow_phis, masks, positives, negatives).attack(model, online)
+
+
+def shadow_reference(train: ImageDataset, test: ImageDataset, architecture: str, split: Split, recipe: TrainRecipe,
+                     n_shadows: int, seed: int, cache_dir: Path) -> tuple[ImageDataset, np.ndarray, np.ndarray]:
+    """The pool (train ∪ test), every pool sample's φ under each of ``n_shadows`` cached shadows, and the
+    memberships: what every task step of a (dataset, split, recipe, seed) shares."""
+    pool = shadow_pool(train, test)
+    models, masks = train_shadows(pool, architecture, split, recipe, n_shadows, seed, cache_dir, show_progress=False)
+    return pool, shadow_confidences(models, pool), masks
+
+
+def step_reference(shared: tuple[ImageDataset, np.ndarray, np.ndarray], forget_positions: np.ndarray,
+                   train_size: int) -> PerExampleReference:
+    """The reference of one task step: D_f (positions in the split's training set = pool positions) against the
+    test part of the pool, which no model of the grid trained on."""
+    pool, phis, masks = shared
+    return PerExampleReference(pool, phis, masks, np.asarray(forget_positions), np.arange(train_size, len(pool)))

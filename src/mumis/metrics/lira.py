@@ -18,9 +18,14 @@ The shadows' σ are pooled across samples where a sample has too few IN or OUT s
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
+
+from mumis.data import ImageDataset
+from mumis.metrics.accuracy import predict_logits
 
 
 def scaled_confidence(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
@@ -127,3 +132,23 @@ def member_like_share(scores: np.ndarray, reference_scores: np.ndarray, quantile
     """% of ``scores`` above the ``quantile`` of the never-seen samples' scores: ≈ 100·(1 − quantile) for samples the
     model treats like unseen data, up to 100 for samples it still fits like training data."""
     return 100.0 * float((np.asarray(scores) > np.quantile(reference_scores, quantile)).mean())
+
+
+@dataclass
+class PerExampleReference:
+    """What the per-example attack on one task step compares a model against: the shadow ``pool`` (every sample
+    the shadows could train on), each pool sample's φ under each shadow (S × N), the shadows' memberships (S × N), and
+    the pool positions of D_f (``positives``) and of never-seen samples (``negatives``)."""
+
+    pool: ImageDataset
+    shadow_phis: np.ndarray
+    shadow_in: np.ndarray
+    positives: np.ndarray
+    negatives: np.ndarray
+
+    def attack(self, model: nn.Module, online: bool = True) -> dict:
+        """LiRA scores of ``model`` on the pool: AUC and TPR at 1 % / 0.1 % FPR of D_f against the never-seen
+        samples, and D_f's per-sample ``scores`` (for a figure or a manifest)."""
+        phi = scaled_confidence(predict_logits(model, self.pool), self.pool.labels)
+        scores = lira_scores(phi, self.shadow_phis, self.shadow_in, online)
+        return {**attack_summary(scores[self.positives], scores[self.negatives]), "scores": scores[self.positives]}

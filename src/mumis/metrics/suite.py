@@ -12,6 +12,7 @@ from mumis.data import TaskData
 from mumis.metrics.accuracy import accuracy, predict_logits
 from mumis.metrics.divergence import js_divergence, kl_divergence
 from mumis.metrics.evaluate import evaluate, task_logits
+from mumis.metrics.lira import PerExampleReference
 from mumis.metrics.mia import (
     loss_mia_from_losses,
     mia_efficacy_from_confidence,
@@ -32,9 +33,13 @@ class SuiteOptions:
     relearn_max_steps: int = 200
     sensitivity_samples: int = 512  # D_f samples the sensitivity diagnostics read (a seeded subsample)
     mia_cap: int = 5000  # per-side cap of the stratified MIA's shadow sets
+    # the per-example attack (LiRA online; metrics/lira.py) with this many shadow models, trained once per dataset,
+    # split, recipe and seed and cached like the references (0: off)
+    shadows: int = 0
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The options; ``shadows`` only when on, so that grids written before it keep their cell keys."""
+        return {k: v for k, v in asdict(self).items() if not (k == "shadows" and v == 0)}
 
 
 @dataclass
@@ -46,6 +51,7 @@ class SuiteContext:
     original_fa: float
     original_profile: dict
     probe: object  # the D_f samples of the sensitivity diagnostics
+    per_example: Optional[PerExampleReference] = None  # the per-example attack's shadows (SuiteOptions.shadows)
 
     @classmethod
     def build(cls, task: TaskData, original: nn.Module, reference: Optional[nn.Module], options: SuiteOptions) -> "SuiteContext":
@@ -63,7 +69,9 @@ def evaluate_suite(model: nn.Module, task: TaskData, context: SuiteContext, opti
     - ``kl`` / ``js``: divergence of this model's softmax on D_f from the retrained model's (Fig. 7);
     - ``relearn_steps``: fine-tuning steps on D_f until FA is within the threshold of the original's FA;
     - ``target_sens`` / ``irrelevant_sens`` / ``full_sens``: mean input sensitivity on the probe samples, and
-      ``target_up`` / ``irrelevant_up`` / ``gap_up``: % of them that rose against the original model.
+      ``target_up`` / ``irrelevant_up`` / ``gap_up``: % of them that rose against the original model;
+    - with the context's shadows: ``lira_auc``, ``lira_tpr_1pct`` (online LiRA, D_f against never-seen test samples)
+      and ``lira_scores`` (D_f's per-sample scores, 3 decimals).
 
     Each dataset goes through the model once; every number is derived from those logits (the anchors' advice:
     cache logits, reuse them for every attack feature).
@@ -89,4 +97,8 @@ def evaluate_suite(model: nn.Module, task: TaskData, context: SuiteContext, opti
     profile = sensitivity_profile(model, context.probe)
     out.update({f"{k}_sens": float(np.mean(v)) for k, v in profile.items()})
     out.update(rise_fractions(context.original_profile, profile))
+    if context.per_example is not None:
+        attack = context.per_example.attack(model)
+        out.update(lira_auc=attack["auc"], lira_tpr_1pct=attack["tpr_at_1pct_fpr"],
+                   lira_scores=[round(float(v), 3) for v in attack["scores"]])
     return out
