@@ -67,7 +67,7 @@ def _table(rows: list[dict], columns) -> list[str]:
     lines = ["| Method | " + " | ".join(c for c, _ in columns) + " | seeds |", "|---" * (len(columns) + 2) + "|"]
     for m in _method_order(rows):
         group = by_method[m]
-        digits = {"tow": 3, "kl": 3, "js": 3, "relearn_steps": 1}
+        digits = {"tow": 3, "kl": 3, "js": 3, "relearn_steps": 1, "lira_auc": 3, "lira_tpr_1pct": 3}
         cells = [_cell([r.get(k) for r in group], digits.get(k, 2)) for _, k in columns]
         name = f"**{m}**" if m == "retrain" else m
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {len(group)} |")
