@@ -22,7 +22,7 @@ from rich.table import Table
 from _cell import cell_parser
 from mumis.bench.experiment import apply_method, persisted_split
 from mumis.bench.references import default_cache_dir, trained_reference
-from mumis.bench.shadows import per_example_attack, shadow_confidences, shadow_pool, train_shadows
+from mumis.bench.shadows import per_example_attack, shadow_reference
 from mumis.data import load_dataset, most_memorised, random_fraction, task_from_views
 from mumis.methods import quiet_method
 from mumis.methods.auto import resolve
@@ -41,9 +41,8 @@ def main() -> None:
     split = persisted_split(bundle, args.seed, cache)
     train, test = split.materialise(bundle)
     original, _, _ = trained_reference("original", train, args.model, split, recipe, args.seed, cache, test=test)
-    pool = shadow_pool(train, test)
-    shadows, masks = train_shadows(pool, args.model, split, recipe, args.shadows, args.seed, cache)
-    phis = shadow_confidences(shadows, pool)
+    pool, phis, masks = shadow_reference(train, test, args.model, split, recipe, args.shadows, args.seed, cache,
+                                         show_progress=True)
     memorised = most_memorised(train, split, memorisation_scores(phis[:, :len(train)], masks[:, :len(train)]),
                                args.fraction)
     negatives = np.arange(len(train), len(pool))

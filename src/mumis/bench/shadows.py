@@ -56,11 +56,12 @@ def per_example_attack(model: nn.Module, pool: ImageDataset, positives: np.ndarr
 
 
 def shadow_reference(train: ImageDataset, test: ImageDataset, architecture: str, split: Split, recipe: TrainRecipe,
-                     n_shadows: int, seed: int, cache_dir: Path) -> tuple[ImageDataset, np.ndarray, np.ndarray]:
+                     n_shadows: int, seed: int, cache_dir: Path, show_progress: bool = False
+                     ) -> tuple[ImageDataset, np.ndarray, np.ndarray]:
     """The pool (train ∪ test), every pool sample's φ under each of ``n_shadows`` cached shadows, and the
     memberships: what every task step of a (dataset, split, recipe, seed) shares."""
     pool = shadow_pool(train, test)
-    models, masks = train_shadows(pool, architecture, split, recipe, n_shadows, seed, cache_dir, show_progress=False)
+    models, masks = train_shadows(pool, architecture, split, recipe, n_shadows, seed, cache_dir, show_progress)
     return pool, shadow_confidences(models, pool), masks
 
 

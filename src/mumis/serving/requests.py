@@ -178,11 +178,6 @@ EVIDENCE_CALIBRATION = ("offline LiRA with a global OUT fit: z = (phi - mean) / 
                         "odd half of the test split; member_like = % of D_f above that half's 95th percentile of z")
 
 
-def _forget_metrics(model: nn.Module, task: TaskData) -> dict:
-    """What the manifest records before and after, and what `mumis verify` recomputes: one code path for all three."""
-    return forget_metrics(model, task)
-
-
 def serve_request(req: DeletionRequest, trace: Optional[bool] = None) -> dict:
     """Unlearn, then write checkpoint + sidecar + manifest (+ trace) as one unit: on any failure or interrupt
     everything this call created is removed again. The caller's random streams and flags are left as they were."""
@@ -193,7 +188,7 @@ def serve_request(req: DeletionRequest, trace: Optional[bool] = None) -> dict:
 def _serve(req: DeletionRequest, trace: bool) -> dict:
     input_sha = file_sha256(req.checkpoint)
     seed_everything(req.meta.seed)
-    before = _forget_metrics(req.model, req.task)
+    before = forget_metrics(req.model, req.task)  # what `mumis verify` recomputes, by the same code
     evidence_before = _per_sample_evidence(req.model, req.task)
     result, data, sw = apply_method(req.method, req.model, req.task, req.surrogate)
     raise_if_diverged(result, req.method.name, f"nothing was written and {req.checkpoint} is unchanged")
@@ -282,7 +277,7 @@ def verify_manifest(path: Path, data_dir: Optional[Path] = None) -> list[tuple[s
     for when, checkpoint in (("before", manifest["input"]["path"]), ("after", out)):
         model, meta = load_checkpoint(checkpoint)
         meta.check_split(split)
-        now_metrics = _forget_metrics(model, task)
+        now_metrics = forget_metrics(model, task)
         for key in ("fa", "mia"):
             expected = manifest[when][key]
             checks.append((f"{key.upper()} {when} (%)", round(expected, 4), round(now_metrics[key], 4),
