@@ -160,8 +160,8 @@ class MuMis(UnlearningMethod):
         optimizer = torch.optim.SGD(run.weights, lr=lr)  # no momentum, no weight decay
         explode_at, good, step, losses = EXPLODE_FACTOR * max(row["target_sq"], 1e-12), run.snapshot(), 0, []
         # a check that only reads logits is free when only the head moves (cached features): then after every step
-        check_every = cfg.check_every or (1 if run.checks_are_free and not stop.reads_sensitivities else run.per_pass)
         every_check_measures = stop.reads_sensitivities or not run.checks_are_free
+        check_every = cfg.check_every or (run.per_pass if every_check_measures else 1)
         with progress_bar("MU-Mis", None, cfg.show_progress) as advance:
             for index in run.batches():  # Algorithm 1: mini-batches of D_f, one pass after another
                 if reason is not None:
