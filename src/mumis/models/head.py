@@ -21,12 +21,12 @@ def _could_be_head(module: nn.Module) -> bool:
         isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1) and module.groups == 1)
 
 
-def classifier_head(model: nn.Module, example: torch.Tensor) -> nn.Module:
-    """The layer that produces ``model``'s logits, traced on ``example`` (a batch of inputs on the model's device):
-    the last ``nn.Linear`` (N × K output) or 1×1 ``nn.Conv2d`` (K output channels) to run, K = the number of logits."""
+def _traced(model: nn.Module, example: torch.Tensor, modules: list[nn.Module]
+            ) -> tuple[torch.Tensor, list[tuple[nn.Module, torch.Tensor]]]:
+    """The model's output on ``example`` in eval mode, without gradients, and (module, output) for every run of one
+    of ``modules``, in the order they ran. The model's train/eval mode is restored."""
     ran: list[tuple[nn.Module, torch.Tensor]] = []
-    hooks = [m.register_forward_hook(lambda mod, args, out: ran.append((mod, out)))
-             for m in model.modules() if _could_be_head(m)]
+    hooks = [m.register_forward_hook(lambda mod, args, out: ran.append((mod, out))) for m in modules]
     was_training = model.training
     try:
         with torch.no_grad():
@@ -35,6 +35,13 @@ def classifier_head(model: nn.Module, example: torch.Tensor) -> nn.Module:
         for h in hooks:
             h.remove()
         model.train(was_training)
+    return logits, ran
+
+
+def classifier_head(model: nn.Module, example: torch.Tensor) -> nn.Module:
+    """The layer that produces ``model``'s logits, traced on ``example`` (a batch of inputs on the model's device):
+    the last ``nn.Linear`` (N × K output) or 1×1 ``nn.Conv2d`` (K output channels) to run, K = the number of logits."""
+    logits, ran = _traced(model, example, [m for m in model.modules() if _could_be_head(m)])
     k = logits.shape[1]
     heads = [mod for mod, out in ran if out.shape[1] == k and (out.dim() == 2 or isinstance(mod, nn.Conv2d))]
     if not heads:
@@ -64,13 +71,5 @@ def head_gives_logits(model: nn.Module, head: nn.Module, example: torch.Tensor) 
     the logits are a function of the head's input alone. False for a 1×1-convolution head (global pooling follows)."""
     if not isinstance(head, nn.Linear):
         return False
-    seen: list[torch.Tensor] = []
-    handle = head.register_forward_hook(lambda module, args, out: seen.append(out))
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            logits = model.eval()(example)
-    finally:
-        handle.remove()
-        model.train(was_training)
-    return len(seen) == 1 and seen[0].shape == logits.shape and torch.equal(seen[0], logits)
+    logits, seen = _traced(model, example, [head])
+    return len(seen) == 1 and seen[0][1].shape == logits.shape and torch.equal(seen[0][1], logits)
