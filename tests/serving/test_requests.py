@@ -9,12 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from mumis.cli import app
 from mumis.data import Split
 from mumis.models import create_model
-from mumis.training import read_meta, save_checkpoint
+from mumis.training import load_checkpoint, read_meta, save_checkpoint
 
 runner = CliRunner()
 
@@ -248,26 +249,60 @@ def test_csv_id_file_with_header_is_read(work, tmp_path):
     assert manifest["request"]["count"] == 5 and manifest["request"]["file_sha256"] == _sha(request)
 
 
-def test_requests_in_a_row_share_one_heldout_budget(work, tmp_path):
-    """The second request on a model that a first request produced is told what the first cost in held-out accuracy
-    (from the first's manifest), and newton's guard allows only what is left of the two standard errors."""
+def test_requests_in_a_row_run_on_the_first_model_for_everything_forgotten(work, tmp_path):
+    """A second sample request on a model that a first one produced runs on the first model, for both requests'
+    samples: its output is exactly what one request for all of them would give, and the manifest says so."""
     split = Split.load(work / "split.json")
     first, out1 = _forget(work, tmp_path, "--ids", str(_ids_file(tmp_path / "a", split.train[:12])),
                           out_name="one/first.safetensors")
     assert first.exit_code == 0, first.output
     manifest1 = json.loads(out1.with_suffix(".manifest.json").read_text())
-    assert manifest1["method"]["name"] == "newton" and manifest1["method"]["options"]["heldout_spent"] == 0.0
-    cost = manifest1["stop"]["heldout_cost"]
-    assert isinstance(cost, float)
+    assert "served_from" not in manifest1["method"] and len(manifest1["request"]["positions"]) == 12
     out2 = tmp_path / "two" / "second.safetensors"
     second = runner.invoke(app, ["forget", "--model", str(out1), "--data", str(work / "split.json"), "--out", str(out2),
-                                 "--ids", str(_ids_file(tmp_path / "b", split.train[12:24]))])
+                                 "--ids", str(_ids_file(tmp_path / "b", split.train[8:24]))])  # 4 ids asked again
     assert second.exit_code == 0, second.output
+    assert "the model before this chain's 1 earlier request(s), for all 24 samples" in " ".join(second.output.split())
     manifest2 = json.loads(out2.with_suffix(".manifest.json").read_text())
-    assert manifest2["method"]["options"]["heldout_spent"] == pytest.approx(max(cost, 0.0))
-    assert "1 earlier request(s) on this model cost" in " ".join(second.output.split())
+    served = manifest2["method"]["served_from"]
+    assert served["sha256"] == _sha(work / "model.safetensors") and served["earlier_requests"] == 1
+    assert served["forget_count"] == 24 and manifest2["request"]["count"] == 16
+    assert manifest2["input"]["sha256"] == _sha(out1)
     assert runner.invoke(app, ["verify", str(out2.with_suffix(".manifest.json"))]).exit_code == 0
-    # a manifest that no longer describes its checkpoint ends the walk: the budget is not shared with a stranger
+    at_once, out3 = _forget(work, tmp_path, "--ids", str(_ids_file(tmp_path / "c", split.train[:24])),
+                            out_name="three/at_once.safetensors")
+    assert at_once.exit_code == 0, at_once.output
+    two_steps, _ = load_checkpoint(out2)
+    one_step, _ = load_checkpoint(out3)
+    for (name, a), b in zip(two_steps.state_dict().items(), one_step.state_dict().values()):
+        assert torch.equal(a, b), name
     from mumis.serving.audit import heldout_history
     assert heldout_history(out2, split.sha256)[1] == 2
-    assert heldout_history(out2, "0" * 64)[1] == 0
+    assert heldout_history(out2, "0" * 64)[1] == 0  # another split: nothing comparable further back
+
+
+def test_without_the_first_model_requests_in_a_row_share_one_heldout_budget(work, tmp_path):
+    """When the chain's first model is gone, a request runs on the model it is given, and newton's guard allows only
+    what is left of the two standard errors after what the earlier request cost (read from its manifest)."""
+    split = Split.load(work / "split.json")
+    root = tmp_path / "root" / "model.safetensors"
+    root.parent.mkdir()
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(work / f"model{suffix}", root.with_suffix(suffix))
+    first = runner.invoke(app, ["forget", "--model", str(root), "--data", str(work / "split.json"), "--out",
+                                str(tmp_path / "one.safetensors"), "--ids",
+                                str(_ids_file(tmp_path / "a", split.train[:12]))])
+    assert first.exit_code == 0, first.output
+    manifest1 = json.loads((tmp_path / "one.manifest.json").read_text())
+    cost = manifest1["stop"]["heldout_cost"]
+    assert manifest1["method"]["name"] == "newton" and isinstance(cost, float)
+    root.unlink()
+    out2 = tmp_path / "two.safetensors"
+    second = runner.invoke(app, ["forget", "--model", str(tmp_path / "one.safetensors"), "--data",
+                                 str(work / "split.json"), "--out", str(out2), "--ids",
+                                 str(_ids_file(tmp_path / "b", split.train[12:24]))])
+    assert second.exit_code == 0, second.output
+    manifest2 = json.loads(out2.with_suffix(".manifest.json").read_text())
+    assert "served_from" not in manifest2["method"]
+    assert manifest2["method"]["options"]["heldout_spent"] == pytest.approx(max(cost, 0.0))
+    assert "1 earlier request(s) on this model cost" in " ".join(second.output.split())

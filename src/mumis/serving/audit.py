@@ -23,6 +23,7 @@ from mumis.errors import MumisError
 from mumis.outputs import plan_outputs
 from mumis.schema import (
     ANY_LIST,
+    INDEX,
     INT,
     NUMBER,
     OBJECT,
@@ -193,10 +194,15 @@ MANIFEST_SCHEMA = {
     "input": {"path": STR, "sha256": SHA256},
     "data": {"spec": STR, "dataset": STR, "split_sha256": SHA256},
     "request": {"kind": one_of("ids", "class", "forget_file"), "forget_sha256": SHA256, "count": INT, "path": STR,
-                "file_sha256": SHA256, "ids_sha256": SHA256, "duplicates_dropped": INT, "class": INT},
+                "file_sha256": SHA256, "ids_sha256": SHA256, "duplicates_dropped": INT, "class": INT,
+                "positions": list_of(INDEX)},
     "output": {"path": STR, "sha256": SHA256, "sidecar_sha256": SHA256},
     "method": {"name": STR, "options": OBJECT, "data_read": list_of(STR), "request": one_of("class", "samples"),
-               "why": STR},
+               "why": STR,
+               # a sample request on a model that earlier sample requests produced runs on the chain's first model,
+               # for every sample forgotten so far (see ``request_chain``)
+               "served_from": {"path": STR, "sha256": SHA256, "earlier_requests": INT, "forget_count": INT,
+                               "forget_sha256": SHA256}},
     "evaluation_read": list_of(STR),
     # heldout_cost: points of held-out accuracy the request cost (methods that guard it), which later requests on
     # the output budget against
@@ -208,7 +214,7 @@ MANIFEST_SCHEMA = {
     "digest": {"body_sha256": SHA256, "fields": OBJECT},
 }
 # the request fields each kind of request does not have
-_NOT_IN = {"class": ("path", "file_sha256", "ids_sha256", "duplicates_dropped"), "ids": ("class",),
+_NOT_IN = {"class": ("path", "file_sha256", "ids_sha256", "duplicates_dropped", "positions"), "ids": ("class",),
            "forget_file": ("class", "ids_sha256", "duplicates_dropped")}
 
 
@@ -230,25 +236,35 @@ def load_manifest(path: Path) -> dict:
         if key in request:
             raise MumisError(f"{path}: field 'request.{key}' does not belong to a {kind!r} request; {fix}")
     return check_fields(manifest, MANIFEST_SCHEMA, str(path), fix, optional_fields=tuple(
-        [f"request.{k}" for k in absent] + ["request.ids_sha256", "request.duplicates_dropped", "stop.heldout_cost"]))
+        [f"request.{k}" for k in absent] + ["request.ids_sha256", "request.duplicates_dropped", "request.positions",
+                                           "method.served_from", "stop.heldout_cost"]))
 
 
-def heldout_history(checkpoint: Path, split_sha256: str, limit: int = 10_000) -> tuple[float, int]:
-    """(points of held-out accuracy spent, requests) over the chain of deletion requests that produced
-    ``checkpoint``: each model's manifest names the model it came from; the walk follows them while the manifest
-    matches the file it describes and the same split (the same held-out set), and sums each request's
-    ``stop.heldout_cost`` (a request that raised held-out accuracy refunds it; the total is at least 0)."""
-    spent, requests, seen = 0.0, 0, set()
+def request_chain(checkpoint: Path, split_sha256: str, limit: int = 10_000) -> list[dict]:
+    """The manifests of the deletion requests that produced ``checkpoint``, newest first: each model's manifest names
+    the model it came from; the walk follows them while the manifest is as sealed, matches the file it describes and
+    names the same split (nothing further back is comparable)."""
+    chain, seen = [], set()
     path = Path(checkpoint)
-    while len(seen) < limit:
+    while len(chain) < limit:
         manifest = manifest_path(path)
         if not manifest.is_file() or manifest.resolve() in seen:
             break
         seen.add(manifest.resolve())
-        body = load_manifest(manifest)
-        if body["output"]["sha256"] != file_sha256(path) or body["data"]["split_sha256"] != split_sha256:
-            break  # not the manifest of this file, or another held-out set: nothing comparable further back
-        spent += body["stop"].get("heldout_cost") or 0.0
-        requests += 1
+        try:
+            body = load_manifest(manifest)
+        except MumisError:
+            break  # an unreadable or older manifest: the history before it is unknown
+        if (edited_fields(body) or body["output"]["sha256"] != file_sha256(path)
+                or body["data"]["split_sha256"] != split_sha256):
+            break
+        chain.append(body)
         path = Path(body["input"]["path"])
-    return max(spent, 0.0), requests
+    return chain
+
+
+def heldout_history(checkpoint: Path, split_sha256: str) -> tuple[float, int]:
+    """(points of held-out accuracy spent, requests) over :func:`request_chain`: the sum of each request's
+    ``stop.heldout_cost`` (a request that raised held-out accuracy refunds it; the total is at least 0)."""
+    chain = request_chain(checkpoint, split_sha256)
+    return max(sum(body["stop"].get("heldout_cost") or 0.0 for body in chain), 0.0), len(chain)

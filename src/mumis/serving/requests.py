@@ -46,6 +46,7 @@ from mumis.serving.audit import (
     output_files,
     read_ids,
     refuse_pickle,
+    request_chain,
     resolve_data,
 )
 from mumis.training import CheckpointMeta, load_checkpoint, sidecar_path
@@ -65,6 +66,20 @@ class DeletionRequest:
     trace: bool = False  # also write the stop trace (JSON and PNG) beside the checkpoint
     kind: str = "samples"  # "class" or "samples": what the request names
     why: str = ""  # why this method ran (the measured table's line for ``auto``)
+    base: Optional["ChainBase"] = None  # run on the chain's first model for every sample forgotten so far
+
+
+@dataclass
+class ChainBase:
+    """Where a sample request on a model that earlier sample requests produced actually runs: the chain's first model,
+    with the union of every request's samples as D_f. Each output is then one request's removal from a model that
+    never forgot anything — the held-out accuracy a request may cost is not paid again and again, and errors do not
+    add up (measured in docs/research/requests-in-a-row.md)."""
+    checkpoint: Path
+    sha256: str
+    model: nn.Module
+    task: TaskData  # D_f = every sample forgotten so far, this request's included
+    earlier: int  # requests before this one
 
 
 def _one(what: str, **given):
@@ -138,12 +153,6 @@ def prepare_request(checkpoint, model_path, data, split_file, ids, forget_class,
     model, meta = load_checkpoint(ckpt)
     bundle, split = resolve_data(str(spec), data_dir)
     meta.check_split(split)
-    if method == "newton" and "heldout_spent" not in options:  # a chain of requests shares one accuracy budget
-        spent, earlier = heldout_history(ckpt, split.sha256)
-        if earlier:
-            options = {**options, "heldout_spent": spent}
-            unlearner = get_method(method, **options)
-            why = f"{why}; {earlier} earlier request(s) on this model cost {spent:.2f} points of held-out accuracy"
     if tuned is not None:
         task_kind = "full_class" if request == "class" else "random"
         options = {**tuned.options(method, options, task_kind, split.dataset), **options}
@@ -154,13 +163,44 @@ def prepare_request(checkpoint, model_path, data, split_file, ids, forget_class,
         raise MumisError(f"{ckpt} takes {meta.in_channels}-channel inputs with {meta.num_classes} classes, but "
                          f"{split.dataset} has {train.in_channels} channels and {train.num_classes} classes")
     fs, described = _forget_set(kind, value, split, train)
-    if len(fs.indices) >= len(train):
+    if request == "samples":
+        described["positions"] = sorted(int(i) for i in fs.indices)
+    base = _chain_base(ckpt, split, train, test, fs) if request == "samples" else None
+    if base is not None:
+        why = (f"{why}; served from {base.checkpoint.name}, the model before this chain's {base.earlier} earlier "
+               f"request(s), for all {len(base.task.forget)} samples forgotten so far (costs do not add up)")
+    elif method == "newton" and "heldout_spent" not in options:  # a chain of requests shares one accuracy budget
+        spent, earlier = heldout_history(ckpt, split.sha256)
+        if earlier:
+            options = {**options, "heldout_spent": spent}
+            unlearner = get_method(method, **options)
+            why = f"{why}; {earlier} earlier request(s) on this model cost {spent:.2f} points of held-out accuracy"
+    if len((base.task.forget_set if base else fs).indices) >= len(train):
         raise MumisError("the forget set is the whole training set: nothing would be left to keep. Retrain from "
                          "scratch on new data instead of unlearning.")
     task = task_from_views(train, test, split, fs)
     extra = as_surrogate(load_dataset(surrogate, data_dir).train, task.retain, surrogate_size, meta.seed) if surrogate else None
     return DeletionRequest(ckpt, model, meta, str(spec), task, {**described, "forget_sha256": fs.sha256}, unlearner, extra,
-                           out, trace, request, why)
+                           out, trace, request, why, base)
+
+
+def _chain_base(ckpt: Path, split, train: ImageDataset, test: ImageDataset, fs: ForgetSet) -> Optional[ChainBase]:
+    """The chain's first model and every sample forgotten so far, when ``ckpt`` came from earlier sample requests on
+    this split whose manifests record their samples and whose first model is still there, unchanged; else None (the
+    request then runs on ``ckpt`` itself)."""
+    chain = request_chain(ckpt, split.sha256)
+    if not chain or any(body["method"]["request"] != "samples" or "positions" not in body["request"] for body in chain):
+        return None
+    root = chain[-1]["input"]
+    path = Path(root["path"])
+    if path.suffix != ".safetensors" or not path.is_file() or file_sha256(path) != root["sha256"]:
+        return None
+    model, meta = load_checkpoint(path)
+    meta.check_split(split)
+    positions = np.unique(np.concatenate([fs.indices] + [np.asarray(b["request"]["positions"], dtype=np.int64)
+                                                         for b in chain]))
+    union = ForgetSet("sequence", {"requests": len(chain) + 1, "count": len(positions)}, split.sha256, positions)
+    return ChainBase(path, root["sha256"], model, task_from_views(train, test, split, union), len(chain))
 
 
 def _per_sample_evidence(model: nn.Module, task: TaskData) -> dict:
@@ -190,7 +230,9 @@ def _serve(req: DeletionRequest, trace: bool) -> dict:
     seed_everything(req.meta.seed)
     before = forget_metrics(req.model, req.task)  # what `mumis verify` recomputes, by the same code
     evidence_before = _per_sample_evidence(req.model, req.task)
-    result, data, sw = apply_method(req.method, req.model, req.task, req.surrogate)
+    base = req.base
+    result, data, sw = apply_method(req.method, base.model if base else req.model, base.task if base else req.task,
+                                    req.surrogate)
     raise_if_diverged(result, req.method.name, f"nothing was written and {req.checkpoint} is unchanged")
     metrics = evaluate(result.model, req.task)
     after = {"fa": metrics["fa"], "mia": metrics["mia"]}
@@ -209,7 +251,10 @@ def _serve(req: DeletionRequest, trace: bool) -> dict:
             "output": {"path": str(req.out.resolve()), "sha256": file_sha256(req.out),
                        "sidecar_sha256": file_sha256(sidecar_path(req.out))},
             "method": {"name": req.method.name, "options": req.method.config_dict(), "data_read": sorted(data.reads),
-                       "request": req.kind, "why": req.why},
+                       "request": req.kind, "why": req.why,
+                       **({"served_from": {"path": str(base.checkpoint.resolve()), "sha256": base.sha256,
+                                           "earlier_requests": base.earlier, "forget_count": len(base.task.forget),
+                                           "forget_sha256": base.task.forget_set.sha256}} if base else {})},
             "evaluation_read": ["forget", "retain", "test"],  # the metrics below, not the method
             "stop": {"reason": result.stop_reason, "steps": result.steps, "trace": result.trace,
                      "heldout_cost": _heldout_cost(result.info)},
@@ -257,6 +302,9 @@ def verify_manifest(path: Path, data_dir: Optional[Path] = None) -> list[tuple[s
         checks.append((name, expected[:16] + "…", actual[:16] + "…" if actual != "missing" else actual, actual == expected))
 
     hashed("input checkpoint SHA-256", manifest["input"]["path"], manifest["input"]["sha256"])
+    if "served_from" in manifest["method"]:
+        hashed("chain's first checkpoint SHA-256", manifest["method"]["served_from"]["path"],
+               manifest["method"]["served_from"]["sha256"])
     request = manifest["request"]
     if "file_sha256" in request:
         hashed("request file SHA-256", request["path"], request["file_sha256"])
@@ -273,6 +321,9 @@ def verify_manifest(path: Path, data_dir: Optional[Path] = None) -> list[tuple[s
     value = request.get("class") if kind == "class" else request["path"]
     fs, _ = _forget_set(kind, value, split, train)
     checks.append(("forget set SHA-256", request["forget_sha256"][:16] + "…", fs.sha256[:16] + "…", fs.sha256 == request["forget_sha256"]))
+    if "positions" in request:  # what a later request in the chain reads back as this request's samples
+        same = request["positions"] == sorted(int(i) for i in fs.indices)
+        checks.append(("forget positions", f"{len(request['positions'])} samples", "match" if same else "differ", same))
     task = task_from_views(train, test, split, fs)
     for when, checkpoint in (("before", manifest["input"]["path"]), ("after", out)):
         model, meta = load_checkpoint(checkpoint)
