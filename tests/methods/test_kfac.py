@@ -10,7 +10,6 @@ from mumis.methods.kfac import (
     DampedInverse,
     apply_step,
     as_matrix,
-    class_loss_gradients,
     corrected_eigenvalues,
     inner,
     kfac_factors,
@@ -138,23 +137,6 @@ def test_projected_step_keeps_each_class_loss_and_is_the_nearest_such_step():
     coefficients = torch.linalg.lstsq(basis, target[:, None]).solution
     assert torch.allclose(basis @ coefficients[:, 0], target, atol=1e-10 * float(target.norm()) + 1e-14)
     assert float((_flat(free) - _flat(kept)).norm()) > 0
-
-
-def test_class_loss_gradients_equal_each_class_mean_loss_gradient():
-    """One backward per batch, split by class at the layers, gives what a backward per class gives: on convolutions
-    with and without bias, strided, with BatchNorm in eval mode, three classes of unequal size over two batches."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 3, 1),
-                          nn.Flatten(), nn.Linear(3 * 3 * 3, 5), nn.ReLU(), nn.Linear(5, 3)).double().eval()
-    model[1].running_mean.uniform_(-1, 1)
-    data = _images(23, 7, 3)
-    data = ImageDataset(data.images, torch.tensor([0, 2] * 10 + [0, 0, 0]), ("a", "b", "c"), (0.5,), (0.25,))
-    found = class_loss_gradients(model, data, batch_size=16)
-    assert len(found) == 2  # the classes present, in order: 0 and 2
-    for got, k in zip(found, (0, 2)):
-        expected = mean_loss_gradient(model, data.subset(torch.nonzero(data.labels == k).squeeze(1)))
-        for m in weight_layers(model):
-            assert torch.allclose(got[m], expected[m], rtol=1e-10, atol=1e-14), m
 
 
 def test_damped_inverse_inverts_the_damped_kronecker_product():

@@ -203,40 +203,12 @@ def removal_direction(model: nn.Module, forget: ImageDataset, curvature: ImageDa
     return {m: d * (n_f / (train_size - n_f)) for m, d in inverse(rhs).items()}, inverse
 
 
-def class_loss_gradients(model: nn.Module, data: ImageDataset, batch_size: int = 100) -> list[dict]:
-    """c_k = ∇ mean_{data, y = k} CE for every class k present in ``data`` (the model as it is, eval mode): the
-    constraints of the projected step. One backward per batch, to the layers' outputs: in eval mode each sample's
-    loss reaches only its own rows, so c_k's block for a layer is Σ_{n: y_n = k} g_nᵀ a_n / |k| over the layer's
-    output-gradient rows g and input rows a (:func:`mean_loss_gradient` per class, without a backward per class)."""
-    layers = weight_layers(model)
-    classes, counts = torch.unique(data.labels, return_counts=True)
-    weight = 1.0 / counts.double()  # per class: its samples' share of that class's mean
-    total = {m: torch.zeros(len(classes), *layer_matrix(m).shape, dtype=torch.float64) for m in layers}
-    inputs, outputs = {}, {}
-
-    def record(layer, args, output):
-        inputs[layer], outputs[layer] = args[0].detach(), output
-
-    hooks = [m.register_forward_hook(record) for m in layers]
-    try:
-        for x, y in iter_batches(data, batch_size):
-            with torch.enable_grad():
-                x = x.to(device(), next(model.parameters()).dtype).requires_grad_(True)  # frozen weights too
-                k = torch.searchsorted(classes, y)
-                loss = F.cross_entropy(model(x), y.to(device()), reduction="none")
-                grads = torch.autograd.grad((loss * weight[k].to(device(), loss.dtype)).sum(),
-                                            [outputs[m] for m in layers])
-            for m, g in zip(layers, grads):
-                a, g = _input_rows(m, inputs[m]), _output_rows(g.detach())
-                per_row = torch.repeat_interleave(k.to(a.device), len(a) // len(k))  # each row's sample's class
-                for c in torch.unique(k).tolist():
-                    rows = per_row == c
-                    total[m][c] += (g[rows].T @ a[rows]).double().cpu()
-    finally:
-        for h in hooks:
-            h.remove()
-        model.zero_grad(set_to_none=True)
-    return [{m: total[m][c].to(device()) for m in layers} for c in range(len(classes))]
+def class_loss_gradients(model: nn.Module, data: ImageDataset, batch_size: int = 500) -> list[dict]:
+    """c_k = ∇ mean_{data, y = k} CE for every class k present in ``data`` (the model as it is): the constraints of
+    the projected step."""
+    labels = data.labels
+    return [mean_loss_gradient(model, data.subset(torch.nonzero(labels == k).squeeze(1)), batch_size)
+            for k in torch.unique(labels).tolist()]
 
 
 def kfac_removal_step(model: nn.Module, forget: ImageDataset, curvature: ImageDataset, train_size: int, damping: float,
