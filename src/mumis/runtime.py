@@ -123,13 +123,24 @@ def cache_root() -> Path:
     return Path(os.environ.get("MUMIS_CACHE", Path.home() / ".cache" / "mumis"))
 
 
+def set_deterministic(mode: bool, warn_only: bool) -> None:
+    """``torch.use_deterministic_algorithms(mode, warn_only=...)`` without its first-call import of
+    ``torch._inductor`` (1.7 s on a 2-core CPU, a sixth of a sample request) just to copy the flag into inductor's
+    config, which only ``torch.compile`` reads: mumis compiles nothing. Once inductor is loaded (the caller compiles),
+    the public call keeps its config in step."""
+    if "torch._inductor.config" in sys.modules or not hasattr(torch._C, "_set_deterministic_algorithms"):
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+    else:
+        torch._C._set_deterministic_algorithms(mode, warn_only=warn_only)
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch; return a CPU generator for data order (kept apart from model init)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     # Deterministic kernels where they exist; warn (not fail) on the few CUDA ops that have none.
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    set_deterministic(True, warn_only=True)
     if torch.backends.cudnn.is_available():
         torch.backends.cudnn.benchmark = False
     generator = torch.Generator()
@@ -155,7 +166,7 @@ def isolated_global_state():
         torch.set_rng_state(saved_torch)
         if saved_cuda is not None:
             torch.cuda.set_rng_state_all(saved_cuda)
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        set_deterministic(deterministic, warn_only=warn_only)
         torch.backends.cudnn.benchmark = benchmark
 
 
