@@ -276,14 +276,15 @@ def test_requests_in_a_row_run_on_the_first_model_for_everything_forgotten(work,
     one_step, _ = load_checkpoint(out3)
     for (name, a), b in zip(two_steps.state_dict().items(), one_step.state_dict().values()):
         assert torch.equal(a, b), name
-    from mumis.serving.audit import heldout_history
-    assert heldout_history(out2, split.sha256)[1] == 2
-    assert heldout_history(out2, "0" * 64)[1] == 0  # another split: nothing comparable further back
+    from mumis.serving.audit import request_chain
+    assert [body["output"]["sha256"] for body in request_chain(out2, split.sha256)] == [_sha(out2), _sha(out1)]
+    assert request_chain(out2, "0" * 64) == []  # another split: nothing comparable further back
 
 
 def test_without_the_first_model_requests_in_a_row_share_one_heldout_budget(work, tmp_path):
-    """When the chain's first model is gone, a request runs on the model it is given, and newton's guard allows only
-    what is left of the two standard errors after what the earlier request cost (read from its manifest)."""
+    """When the chain's first model is gone, a request runs on the model it is given: newton's guard allows only what
+    is left of the two standard errors after what the earlier request cost, and the model's training-set size is
+    the split's less what the earlier request removed (both read from its manifest)."""
     split = Split.load(work / "split.json")
     root = tmp_path / "root" / "model.safetensors"
     root.parent.mkdir()
@@ -305,4 +306,5 @@ def test_without_the_first_model_requests_in_a_row_share_one_heldout_budget(work
     manifest2 = json.loads(out2.with_suffix(".manifest.json").read_text())
     assert "served_from" not in manifest2["method"]
     assert manifest2["method"]["options"]["heldout_spent"] == pytest.approx(max(cost, 0.0))
-    assert "1 earlier request(s) on this model cost" in " ".join(second.output.split())
+    assert manifest2["method"]["options"]["train_size"] == len(split.train) - 12
+    assert "1 earlier request(s) on this model removed 12 samples and cost" in " ".join(second.output.split())

@@ -263,8 +263,14 @@ def request_chain(checkpoint: Path, split_sha256: str, limit: int = 10_000) -> l
     return chain
 
 
-def heldout_history(checkpoint: Path, split_sha256: str) -> tuple[float, int]:
-    """(points of held-out accuracy spent, requests) over :func:`request_chain`: the sum of each request's
+def heldout_spent(chain: list[dict]) -> float:
+    """Points of held-out accuracy the requests of a :func:`request_chain` cost: the sum of each request's
     ``stop.heldout_cost`` (a request that raised held-out accuracy refunds it; the total is at least 0)."""
-    chain = request_chain(checkpoint, split_sha256)
-    return max(sum(body["stop"].get("heldout_cost") or 0.0 for body in chain), 0.0), len(chain)
+    return max(sum(body["stop"].get("heldout_cost") or 0.0 for body in chain), 0.0)
+
+
+def forgotten_before(chain: list[dict]) -> int:
+    """How many training samples the requests of a :func:`request_chain` removed: the distinct positions of its sample
+    requests plus the size of its class requests."""
+    positions = {p for body in chain for p in body["request"].get("positions", [])}
+    return len(positions) + sum(body["request"]["count"] for body in chain if body["request"]["kind"] == "class")

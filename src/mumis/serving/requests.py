@@ -37,7 +37,8 @@ from mumis.serving.audit import (
     check_output,
     edited_fields,
     file_sha256,
-    heldout_history,
+    forgotten_before,
+    heldout_spent,
     ids_sha256,
     load_manifest,
     manifest_path,
@@ -165,16 +166,18 @@ def prepare_request(checkpoint, model_path, data, split_file, ids, forget_class,
     fs, described = _forget_set(kind, value, split, train)
     if request == "samples":
         described["positions"] = sorted(int(i) for i in fs.indices)
-    base = _chain_base(ckpt, split, train, test, fs) if request == "samples" else None
+    chain = request_chain(ckpt, split.sha256)
+    base = _chain_base(chain, split, train, test, fs) if request == "samples" else None
     if base is not None:
         why = (f"{why}; served from {base.checkpoint.name}, the model before this chain's {base.earlier} earlier "
                f"request(s), for all {len(base.task.forget)} samples forgotten so far (costs do not add up)")
-    elif method == "newton" and "heldout_spent" not in options:  # a chain of requests shares one accuracy budget
-        spent, earlier = heldout_history(ckpt, split.sha256)
-        if earlier:
-            options = {**options, "heldout_spent": spent}
-            unlearner = get_method(method, **options)
-            why = f"{why}; {earlier} earlier request(s) on this model cost {spent:.2f} points of held-out accuracy"
+    elif chain and method == "newton":  # on the model given: what earlier requests removed and cost is accounted for
+        spent, removed = heldout_spent(chain), forgotten_before(chain)
+        told = {"heldout_spent": spent, "train_size": len(train) - removed}
+        options = {**{k: v for k, v in told.items() if k not in options}, **options}
+        unlearner = get_method(method, **options)
+        why = (f"{why}; {len(chain)} earlier request(s) on this model removed {removed} samples and cost {spent:.2f} "
+               "points of held-out accuracy")
     if len((base.task.forget_set if base else fs).indices) >= len(train):
         raise MumisError("the forget set is the whole training set: nothing would be left to keep. Retrain from "
                          "scratch on new data instead of unlearning.")
@@ -184,11 +187,10 @@ def prepare_request(checkpoint, model_path, data, split_file, ids, forget_class,
                            out, trace, request, why, base)
 
 
-def _chain_base(ckpt: Path, split, train: ImageDataset, test: ImageDataset, fs: ForgetSet) -> Optional[ChainBase]:
-    """The chain's first model and every sample forgotten so far, when ``ckpt`` came from earlier sample requests on
-    this split whose manifests record their samples and whose first model is still there, unchanged; else None (the
-    request then runs on ``ckpt`` itself)."""
-    chain = request_chain(ckpt, split.sha256)
+def _chain_base(chain: list[dict], split, train: ImageDataset, test: ImageDataset, fs: ForgetSet) -> Optional[ChainBase]:
+    """The chain's first model and every sample forgotten so far, when the checkpoint came from earlier sample requests
+    (``chain``, from :func:`request_chain`) on this split whose manifests record their samples and whose first model is
+    still there, unchanged; else None (the request then runs on the checkpoint itself)."""
     if not chain or any(body["method"]["request"] != "samples" or "positions" not in body["request"] for body in chain):
         return None
     root = chain[-1]["input"]
