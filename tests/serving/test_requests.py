@@ -276,6 +276,12 @@ def test_requests_in_a_row_run_on_the_first_model_for_everything_forgotten(work,
     one_step, _ = load_checkpoint(out3)
     for (name, a), b in zip(two_steps.state_dict().items(), one_step.state_dict().values()):
         assert torch.equal(a, b), name
+    sha_first = _sha(work / "model.safetensors")
+    onto_first = runner.invoke(app, ["forget", "--model", str(out2), "--data", str(work / "split.json"), "--out",
+                                     str(work / "model.safetensors"), "--overwrite", "--ids",
+                                     str(_ids_file(tmp_path / "d", split.train[30:34]))])
+    assert onto_first.exit_code == 2 and "the first model of this chain" in " ".join(onto_first.output.split())
+    assert _sha(work / "model.safetensors") == sha_first
     from mumis.serving.audit import request_chain
     assert [body["output"]["sha256"] for body in request_chain(out2, split.sha256)] == [_sha(out2), _sha(out1)]
     assert request_chain(out2, "0" * 64) == []  # another split: nothing comparable further back

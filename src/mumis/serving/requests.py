@@ -169,6 +169,9 @@ def prepare_request(checkpoint, model_path, data, split_file, ids, forget_class,
     chain = request_chain(ckpt, split.sha256)
     base = _chain_base(chain, split, train, test, fs) if request == "samples" else None
     if base is not None:
+        if {p.resolve() for p in output_files(out, trace)} & {base.checkpoint.resolve(), sidecar_path(base.checkpoint).resolve()}:
+            raise MumisError(f"--out {out} would overwrite {base.checkpoint}, the first model of this chain of requests, "
+                             "which this request runs on and `mumis verify` needs; write the new model elsewhere")
         why = (f"{why}; served from {base.checkpoint.name}, the model before this chain's {base.earlier} earlier "
                f"request(s), for all {len(base.task.forget)} samples forgotten so far (costs do not add up)")
     elif chain and method == "newton":  # on the model given: what earlier requests removed and cost is accounted for
