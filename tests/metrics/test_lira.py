@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import mannwhitneyu, norm
+from torch import nn
 
+from mumis.data import ImageDataset
+from mumis.metrics.accuracy import predict_logits
 from mumis.metrics.lira import (
+    PerExampleReference,
     lira_scores,
     memorisation_scores,
     roc_auc,
@@ -54,8 +58,6 @@ def test_paired_halves_make_every_sample_in_for_half_the_shadows():
 def test_a_memorised_planted_sample_scores_as_a_member_and_an_unseen_one_does_not(digits_bundle):
     """Shadows on random halves of a pool with one mislabelled sample: only a model trained on it predicts its wrong
     label, so its score under the memorising model is far above its score under a model that never saw it."""
-    from mumis.data import ImageDataset
-    from mumis.metrics import predict_logits
     from mumis.models import create_model
     from mumis.training import TrainRecipe, fit
 
@@ -87,3 +89,24 @@ def test_memorisation_is_the_mean_confidence_in_minus_out_by_hand():
     phis = np.array([[5.0, 3.0, -1.0], [-1.0, 3.0, -1.0], [6.0, 3.0, -2.0], [0.0, 3.0, -2.0]])
     seen = np.array([[True, True, False], [False, False, True], [True, True, True], [False, False, False]])
     assert memorisation_scores(phis, seen) == pytest.approx([5.5 - (-0.5), 3.0 - 3.0, (-1.0 - 2.0) / 2 - (-1.5)])
+
+
+def test_the_reference_scores_only_forget_and_unseen_samples_as_the_whole_pool_would():
+    """PerExampleReference.attack puts only D_f and the never-seen samples through the model, with the shadows' fits
+    from the whole pool: its scores equal lira_scores on every pool sample, also where a sample has too few IN or
+    OUT shadows and takes the pooled σ (unbalanced memberships here)."""
+    torch.manual_seed(0)
+    pool = ImageDataset(torch.randint(0, 256, (30, 1, 8, 8), dtype=torch.uint8), torch.randint(0, 3, (30,)),
+                        ("a", "b", "c"), (0.5,), (0.25,))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3)).eval()
+    rng = np.random.default_rng(0)
+    shadow_in = rng.random((3, 30)) < 0.3
+    shadow_phis = rng.normal(size=(3, 30))
+    positives, negatives = np.array([4, 1, 17]), np.arange(20, 30)
+    reference = PerExampleReference(pool, shadow_phis, shadow_in, positives, negatives)
+    everything = scaled_confidence(predict_logits(model, pool), pool.labels)
+    for online in (True, False):
+        full = lira_scores(everything, shadow_phis, shadow_in, online)
+        got = reference.attack(model, online)
+        assert np.allclose(got["scores"], full[positives], rtol=0, atol=1e-12)
+        assert got["auc"] == pytest.approx(roc_auc(full[positives], full[negatives]))

@@ -18,7 +18,7 @@ The shadows' σ are pooled across samples where a sample has too few IN or OUT s
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -58,10 +58,20 @@ def _log_normal(x: np.ndarray, mu: np.ndarray, sd: np.ndarray) -> np.ndarray:
 def lira_scores(target: np.ndarray, shadow_phis: np.ndarray, shadow_in: np.ndarray, online: bool = True) -> np.ndarray:
     """Step 4 for N samples: ``target`` (N) = φ under the model under test, ``shadow_phis`` (S × N) = φ under each
     shadow, ``shadow_in`` (S × N, bool) = whether the sample trained that shadow."""
-    mu_out, sd_out = _gaussian_fit(shadow_phis, ~shadow_in)
+    return scores_from_fits(target, gaussian_fits(shadow_phis, shadow_in), online)
+
+
+def gaussian_fits(shadow_phis: np.ndarray, shadow_in: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(μ_in, σ_in, μ_out, σ_out) per sample: what :func:`lira_scores` compares a model with. They depend on the
+    shadows alone, so a reference computes them once for every model it judges."""
+    return (*_gaussian_fit(shadow_phis, shadow_in), *_gaussian_fit(shadow_phis, ~shadow_in))
+
+
+def scores_from_fits(target: np.ndarray, fits: tuple[np.ndarray, ...], online: bool = True) -> np.ndarray:
+    """Online: log N(φ; μ_in, σ_in) − log N(φ; μ_out, σ_out); offline: (φ − μ_out) / σ_out, per sample."""
+    mu_in, sd_in, mu_out, sd_out = fits
     if not online:
         return (target - mu_out) / sd_out
-    mu_in, sd_in = _gaussian_fit(shadow_phis, shadow_in)
     return _log_normal(target, mu_in, sd_in) - _log_normal(target, mu_out, sd_out)
 
 
@@ -145,10 +155,17 @@ class PerExampleReference:
     shadow_in: np.ndarray
     positives: np.ndarray
     negatives: np.ndarray
+    fits: tuple = field(init=False, repr=False)  # gaussian_fits over the whole pool (its pooled σ as lira_scores')
+
+    def __post_init__(self):
+        self.fits = gaussian_fits(self.shadow_phis, self.shadow_in)
 
     def attack(self, model: nn.Module, online: bool = True) -> dict:
-        """LiRA scores of ``model`` on the pool: AUC and TPR at 1 % / 0.1 % FPR of D_f against the never-seen
-        samples, and D_f's per-sample ``scores`` (for a figure or a manifest)."""
-        phi = scaled_confidence(predict_logits(model, self.pool), self.pool.labels)
-        scores = lira_scores(phi, self.shadow_phis, self.shadow_in, online)
-        return {**attack_summary(scores[self.positives], scores[self.negatives]), "scores": scores[self.positives]}
+        """LiRA scores of ``model``: AUC and TPR at 1 % / 0.1 % FPR of D_f against the never-seen samples, and D_f's
+        per-sample ``scores`` (for a figure or a manifest). Only those two parts of the pool go through the model;
+        the rest (the retain set, most of it) shapes only the shadows' fits."""
+        used = np.concatenate([self.positives, self.negatives])
+        phi = scaled_confidence(predict_logits(model, self.pool.subset(used)), self.pool.labels[used])
+        scores = scores_from_fits(phi, tuple(f[used] for f in self.fits), online)
+        positive, negative = scores[: len(self.positives)], scores[len(self.positives):]
+        return {**attack_summary(positive, negative), "scores": positive}
