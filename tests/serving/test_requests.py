@@ -12,6 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import mumis.methods.kfac as kfac
 from mumis.cli import app
 from mumis.data import Split
 from mumis.models import create_model
@@ -249,15 +250,25 @@ def test_csv_id_file_with_header_is_read(work, tmp_path):
     assert manifest["request"]["count"] == 5 and manifest["request"]["file_sha256"] == _sha(request)
 
 
-def test_requests_in_a_row_run_on_the_first_model_for_everything_forgotten(work, tmp_path):
+def test_requests_in_a_row_run_on_the_first_model_for_everything_forgotten(work, tmp_path, monkeypatch):
     """A second sample request on a model that a first one produced runs on the first model, for both requests'
-    samples: its output is exactly what one request for all of them would give, and the manifest says so."""
+    samples: its output is exactly what one request for all of them would give, and the manifest says so. The
+    first model's held-out curvature is computed once, by the first request, and read back by the others."""
+    monkeypatch.setenv("MUMIS_CACHE", str(tmp_path / "cache"))
     split = Split.load(work / "split.json")
     first, out1 = _forget(work, tmp_path, "--ids", str(_ids_file(tmp_path / "a", split.train[:12])),
                           out_name="one/first.safetensors")
     assert first.exit_code == 0, first.output
     manifest1 = json.loads(out1.with_suffix(".manifest.json").read_text())
     assert "served_from" not in manifest1["method"] and len(manifest1["request"]["positions"]) == 12
+    assert manifest1["method"]["name"] == "newton" and manifest1["method"]["options"]["layers"] == "all"
+    assert manifest1["method"]["options"]["curvature_cache"] == str(tmp_path / "cache" / "curvature")
+    assert len(list((tmp_path / "cache" / "curvature").iterdir())) == 1
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the first model's curvature was computed again")
+    monkeypatch.setattr(kfac, "kfac_factors", refuse)
+    monkeypatch.setattr(kfac, "corrected_eigenvalues", refuse)
     out2 = tmp_path / "two" / "second.safetensors"
     second = runner.invoke(app, ["forget", "--model", str(out1), "--data", str(work / "split.json"), "--out", str(out2),
                                  "--ids", str(_ids_file(tmp_path / "b", split.train[8:24]))])  # 4 ids asked again
@@ -311,6 +322,7 @@ def test_without_the_first_model_requests_in_a_row_share_one_heldout_budget(work
     assert second.exit_code == 0, second.output
     manifest2 = json.loads(out2.with_suffix(".manifest.json").read_text())
     assert "served_from" not in manifest2["method"]
+    assert manifest2["method"]["options"]["curvature_cache"] is None  # a model no later request starts from
     assert manifest2["method"]["options"]["heldout_spent"] == pytest.approx(max(cost, 0.0))
     assert manifest2["method"]["options"]["train_size"] == len(split.train) - 12
     assert "1 earlier request(s) on this model removed 12 samples and cost" in " ".join(second.output.split())

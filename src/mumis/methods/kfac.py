@@ -21,12 +21,17 @@ curvlinops' seven dependencies.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mumis.data import ImageDataset, iter_batches
+from mumis.methods.kfac_cache import CurvatureCache, curvature_key
 from mumis.runtime import device
+
+CURVATURE_BATCH = 100  # the curvature's batches: on a CPU the per-sample backwards were a third faster than at 500
 
 
 def weight_layers(model: nn.Module) -> list[nn.Module]:
@@ -169,6 +174,13 @@ class DampedInverse:
             sg, qg = torch.linalg.eigh(G)
             self.eigen[m] = (qa, qg, sg.clamp(min=0)[:, None] * sa.clamp(min=0)[None, :] / positions)
 
+    @classmethod
+    def from_eigen(cls, eigen: dict, damping: float) -> "DampedInverse":
+        """The inverse from eigenbases and eigenvalues computed before (layer → (Q_A, Q_G, Λ); see kfac_cache)."""
+        inverse = cls({}, damping)
+        inverse.eigen = dict(eigen)
+        return inverse
+
     def refit_eigenvalues(self, model: nn.Module, data: ImageDataset, batch_size: int = 100) -> "DampedInverse":
         """Λ ← :func:`corrected_eigenvalues` over ``data`` (EK-FAC), same eigenvectors; returns self."""
         refit = corrected_eigenvalues(model, data, {m: (qa, qg) for m, (qa, qg, _) in self.eigen.items()}, batch_size)
@@ -187,14 +199,31 @@ def inner(a: dict, b: dict) -> float:
     return sum(float((a[m] * b[m]).sum()) for m in a)
 
 
+def fitted_inverse(model: nn.Module, data: ImageDataset, damping: float, corrected: bool = False,
+                   cache: Optional[CurvatureCache] = None) -> DampedInverse:
+    """(F + γI)⁻¹ with F the K-FAC curvature of ``model`` over ``data`` — EK-FAC's eigenvalues when ``corrected`` —
+    read from ``cache`` (:mod:`mumis.methods.kfac_cache`) when this model and data were seen before, else computed
+    (and written there)."""
+    layers = weight_layers(model)
+    key = curvature_key(model, data, corrected, CURVATURE_BATCH) if cache is not None else None
+    eigen = cache.load(key, layers) if cache is not None else None
+    if eigen is not None:
+        return DampedInverse.from_eigen(eigen, damping)
+    inverse = DampedInverse(kfac_factors(model, data, CURVATURE_BATCH), damping)
+    if corrected:  # in batches of 100: the per-sample gradients take N × out × in per layer
+        inverse.refit_eigenvalues(model, data, CURVATURE_BATCH)
+    if cache is not None:
+        cache.save(key, layers, inverse.eigen)
+    return inverse
+
+
 def removal_direction(model: nn.Module, forget: ImageDataset, curvature: ImageDataset, train_size: int, damping: float,
-                      weight_decay: float, batch_size: int = 500, corrected: bool = False) -> tuple[dict, DampedInverse]:
+                      weight_decay: float, batch_size: int = 500, corrected: bool = False,
+                      cache: Optional[CurvatureCache] = None) -> tuple[dict, DampedInverse]:
     """The unprojected step of :func:`kfac_removal_step` and the damped inverse it was solved with (the re-projected
     scan of ``newton`` projects this one direction again at every scale, in the same metric). ``corrected``: EK-FAC's
-    eigenvalues (:func:`corrected_eigenvalues`) instead of K-FAC's."""
-    inverse = DampedInverse(kfac_factors(model, curvature), damping)
-    if corrected:  # in batches of 100: the per-sample gradients take N × out × in per layer
-        inverse.refit_eigenvalues(model, curvature)
+    eigenvalues (:func:`corrected_eigenvalues`) instead of K-FAC's; ``cache``: see :func:`fitted_inverse`."""
+    inverse = fitted_inverse(model, curvature, damping, corrected, cache)
     rhs = mean_loss_gradient(model, forget, batch_size)
     for m in rhs:
         if isinstance(m, nn.Linear):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional
 
 import torch
@@ -22,6 +23,7 @@ from mumis.methods.kfac import (
     set_layers,
     weight_layers,
 )
+from mumis.methods.kfac_cache import CurvatureCache
 from mumis.methods.registry import register
 from mumis.methods.stopping import accuracy_tolerance, label_confidence, membership_threshold
 from mumis.metrics.accuracy import predict_logits
@@ -49,6 +51,10 @@ class NewtonConfig:
     # "head": the exact step on the classifier layer (above). "all": a K-FAC step on every conv and linear layer,
     # taken only as far as a scan over scan_scales() allows (see Newton); for ResNets that memorise D_f in the features.
     layers: str = "head"
+    # A folder where the all-layer step keeps the held-out curvature of the model it starts from, for the next
+    # request served from that same model (bit-for-bit the same step; mumis.methods.kfac_cache). `mumis forget`
+    # sets it to the cache folder; None: computed every time, nothing written.
+    curvature_cache: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -263,8 +269,9 @@ class Newton(UnlearningMethod):
                                  f"needs at least 2 samples, got {len(heldout)}; pass a larger held-out set")
             constraint_set = heldout.subset(range(0, len(heldout), 2))
             heldout = heldout.subset(range(1, len(heldout), 2))
+            cache = CurvatureCache(Path(cfg.curvature_cache)) if cfg.curvature_cache else None
             step, inverse = removal_direction(model, data.forget, data.heldout, train_size, cfg.weight_decay,
-                                              cfg.weight_decay, cfg.batch_size, corrected=corrected)
+                                              cfg.weight_decay, cfg.batch_size, corrected=corrected, cache=cache)
         else:
             step = kfac_removal_step(model, data.forget, heldout, train_size, cfg.weight_decay, cfg.weight_decay,
                                      cfg.batch_size, keep_class_losses=scan_settings.keep_class_losses,

@@ -31,7 +31,7 @@ from mumis.methods.auto import resolve
 from mumis.methods.recipes import dataset_family, load_recipe
 from mumis.metrics import evaluate, forget_metrics, predict_logits
 from mumis.metrics.lira import calibrated_scores, member_like_share, scaled_confidence
-from mumis.runtime import isolated_global_state, seed_everything, versions
+from mumis.runtime import cache_root, isolated_global_state, seed_everything, versions
 from mumis.serving.audit import (
     MANIFEST_VERSION,
     check_output,
@@ -181,6 +181,10 @@ def prepare_request(checkpoint, model_path, data, split_file, ids, forget_class,
         unlearner = get_method(method, **options)
         why = (f"{why}; {len(chain)} earlier request(s) on this model removed {removed} samples and cost {spent:.2f} "
                "points of held-out accuracy")
+    if method == "newton" and "curvature_cache" not in options and (base is not None or not chain):
+        # the model it runs on is a chain's first: the next request of the chain reuses its held-out curvature
+        options = {**options, "curvature_cache": str(cache_root() / "curvature")}
+        unlearner = get_method(method, **options)
     if len((base.task.forget_set if base else fs).indices) >= len(train):
         raise MumisError("the forget set is the whole training set: nothing would be left to keep. Retrain from "
                          "scratch on new data instead of unlearning.")
