@@ -93,7 +93,7 @@ class CurvatureCache:
         finally:
             partial.unlink(missing_ok=True)
         total = 0
-        for path, mtime, size in sorted(_listing(self.folder), key=lambda entry: entry[1], reverse=True):
+        for path, _, size in sorted(_listing(self.folder), key=lambda entry: entry[1], reverse=True):
             total += size
             if total > self.max_bytes and path != self.path(key):
                 path.unlink(missing_ok=True)
