@@ -8,7 +8,9 @@ Per seed: runs `mumis split`, `mumis train`, then N × (`mumis forget --ids` fro
 verify`), then trains the retrain reference without everything forgotten (`mumis split --forget-ids` + `mumis train
 --forget`), and prints, in one run: per request the method `auto` chose, its stop, which model it ran on (a request
 on a model that earlier requests produced runs on the chain's first model for every sample forgotten so far) and how
-many samples that removed, the wall time of the whole `forget` command and of `verify`; then FA / RA / TA / MIA and
+many samples that removed, whether `newton`'s held-out curvature of that model was computed or read back from the
+cache (an earlier request of the chain computed it), the wall time of the whole `forget` command and of `verify`;
+then FA / RA / TA / MIA and
 Avg. Gap to that retrain for the last model and for doing nothing, and with several seeds their means.
 """
 from __future__ import annotations
@@ -77,8 +79,8 @@ def lifecycle(args, seed: int, console: Console) -> dict:
         per_request = Table(title=f"seed {seed}: {args.requests} requests of {args.ids_per_request} ids on "
                                   f"{args.dataset} (original trained in {train_s:.0f} s)")
         forget_times = []
-        for col in ("request", "method (auto)", "stop", "ran on", "samples removed", "held-out cost", "forget s",
-                    "verify s"):
+        for col in ("request", "method (auto)", "stop", "ran on", "samples removed", "curvature", "held-out cost",
+                    "forget s", "verify s"):
             per_request.add_column(col, justify="right")
         for k in range(args.requests):
             ids = d / f"request{k + 1}.txt"
@@ -93,6 +95,7 @@ def lifecycle(args, seed: int, console: Console) -> dict:
             per_request.add_row(str(k + 1), manifest["method"]["name"], manifest["stop"]["reason"],
                                 Path(served["path"]).name if served else f"model{k}.safetensors",
                                 str(served["forget_count"] if served else manifest["request"]["count"]),
+                                {True: "read", False: "computed"}.get(manifest["stop"].get("curvature_from_cache"), "–"),
                                 "–" if cost is None else f"{cost:+.2f}", f"{forget_s:.1f}", f"{verify_s:.1f}")
         console.print(per_request)
         (d / "all.txt").write_text("\n".join(map(str, chosen)))

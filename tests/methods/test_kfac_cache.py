@@ -121,6 +121,8 @@ def test_newton_with_a_cache_folder_hands_back_the_same_model(tmp_path, digits_m
     _refuse_to_compute(monkeypatch)
     second = run_method(cached, copy.deepcopy(digits_model), grant(cached, forget=forget, heldout=digits_task.test,
                                                                    train_size=n), 10)
+    assert (expected.info["curvature_from_cache"], first.info["curvature_from_cache"],
+            second.info["curvature_from_cache"]) == (False, False, True)
     for result in (first, second):
         assert result.stop_reason == expected.stop_reason and result.info["scan"] == expected.info["scan"]
         assert all(torch.equal(v, result.model.state_dict()[k]) for k, v in expected.model.state_dict().items())

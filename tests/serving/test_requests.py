@@ -264,6 +264,7 @@ def test_requests_in_a_row_run_on_the_first_model_for_everything_forgotten(work,
     assert manifest1["method"]["name"] == "newton" and manifest1["method"]["options"]["layers"] == "all"
     assert manifest1["method"]["options"]["curvature_cache"] == str(tmp_path / "cache" / "curvature")
     assert len(list((tmp_path / "cache" / "curvature").iterdir())) == 1
+    assert manifest1["stop"]["curvature_from_cache"] is False
 
     def refuse(*args, **kwargs):
         raise AssertionError("the first model's curvature was computed again")
@@ -278,6 +279,7 @@ def test_requests_in_a_row_run_on_the_first_model_for_everything_forgotten(work,
     served = manifest2["method"]["served_from"]
     assert served["sha256"] == _sha(work / "model.safetensors") and served["earlier_requests"] == 1
     assert served["forget_count"] == 24 and manifest2["request"]["count"] == 16
+    assert manifest2["stop"]["curvature_from_cache"] is True
     assert manifest2["input"]["sha256"] == _sha(out1)
     assert runner.invoke(app, ["verify", str(out2.with_suffix(".manifest.json"))]).exit_code == 0
     at_once, out3 = _forget(work, tmp_path, "--ids", str(_ids_file(tmp_path / "c", split.train[:24])),

@@ -168,6 +168,7 @@ class DampedInverse:
 
     def __init__(self, factors: dict, damping: float):
         self.damping = damping
+        self.from_cache = False  # True when the eigenbases and eigenvalues were read back (fitted_inverse)
         self.eigen = {}
         for m, (A, G, positions) in factors.items():
             sa, qa = torch.linalg.eigh(A)
@@ -179,6 +180,7 @@ class DampedInverse:
         """The inverse from eigenbases and eigenvalues computed before (layer → (Q_A, Q_G, Λ); see kfac_cache)."""
         inverse = cls({}, damping)
         inverse.eigen = dict(eigen)
+        inverse.from_cache = True
         return inverse
 
     def refit_eigenvalues(self, model: nn.Module, data: ImageDataset, batch_size: int = 100) -> "DampedInverse":

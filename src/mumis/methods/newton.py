@@ -262,6 +262,7 @@ class Newton(UnlearningMethod):
         ``reproject`` the step is projected again at every scale (see the config)."""
         cfg, scan_settings = self.config, self.scan
         start = {m: layer_matrix(m) for m in weight_layers(model)}
+        inverse = None
         heldout, corrected = data.heldout, scan_settings.curvature == "ekfac"
         if scan_settings.reproject:
             if len(heldout) < 2:
@@ -327,6 +328,7 @@ class Newton(UnlearningMethod):
         info = {"layers": "all", "curvature": scan_settings.curvature,
                 "keep_class_losses": scan_settings.keep_class_losses, "reproject": scan_settings.reproject,
                 "match_accuracy": scan_settings.match_accuracy,
+                "curvature_from_cache": bool(inverse is not None and inverse.from_cache),
                 "step_scale": chosen, "train_size": train_size, "membership_threshold": threshold,
                 "heldout_acc_before": before, "heldout_tolerance": tolerance, "heldout_floor": floor,
                 "heldout_acc_after": next(row[1] for row in scan if row[0] == chosen), "rule_heldout_size": len(heldout),

@@ -22,6 +22,7 @@ from mumis.data import DatasetBundle, Split, load_dataset, make_split
 from mumis.errors import MumisError
 from mumis.outputs import plan_outputs
 from mumis.schema import (
+    BOOL,
     ANY_LIST,
     INDEX,
     INT,
@@ -205,8 +206,10 @@ MANIFEST_SCHEMA = {
                                "forget_sha256": SHA256}},
     "evaluation_read": list_of(STR),
     # heldout_cost: points of held-out accuracy the request cost (methods that guard it), which later requests on
-    # the output budget against
-    "stop": {"reason": STR, "steps": INT, "trace": ANY_LIST, "heldout_cost": optional(NUMBER)},
+    # the output budget against; curvature_from_cache: newton read its held-out curvature back (an earlier request
+    # on the same model computed it) instead of computing it
+    "stop": {"reason": STR, "steps": INT, "trace": ANY_LIST, "heldout_cost": optional(NUMBER),
+             "curvature_from_cache": BOOL},
     "before": _METRICS, "after": _METRICS,
     "evidence": {"calibration": STR, "before": {"member_like": NUMBER},
                  "after": {"member_like": NUMBER, "scores": list_of(NUMBER)}},
@@ -237,7 +240,7 @@ def load_manifest(path: Path) -> dict:
             raise MumisError(f"{path}: field 'request.{key}' does not belong to a {kind!r} request; {fix}")
     return check_fields(manifest, MANIFEST_SCHEMA, str(path), fix, optional_fields=tuple(
         [f"request.{k}" for k in absent] + ["request.ids_sha256", "request.duplicates_dropped", "request.positions",
-                                           "method.served_from", "stop.heldout_cost"]))
+                                           "method.served_from", "stop.heldout_cost", "stop.curvature_from_cache"]))
 
 
 def request_chain(checkpoint: Path, split_sha256: str, limit: int = 10_000) -> list[dict]:

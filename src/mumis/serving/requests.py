@@ -266,7 +266,9 @@ def _serve(req: DeletionRequest, trace: bool) -> dict:
                                            "forget_sha256": base.task.forget_set.sha256}} if base else {})},
             "evaluation_read": ["forget", "retain", "test"],  # the metrics below, not the method
             "stop": {"reason": result.stop_reason, "steps": result.steps, "trace": result.trace,
-                     "heldout_cost": _heldout_cost(result.info)},
+                     "heldout_cost": _heldout_cost(result.info),
+                     **({"curvature_from_cache": result.info["curvature_from_cache"]}
+                        if "curvature_from_cache" in result.info else {})},
             "before": before, "after": after,
             "evidence": {"calibration": EVIDENCE_CALIBRATION, "before": {"member_like": evidence_before["member_like"]},
                          "after": evidence_after},
