@@ -10,8 +10,8 @@ verify`), then trains the retrain reference without everything forgotten (`mumis
 on a model that earlier requests produced runs on the chain's first model for every sample forgotten so far) and how
 many samples that removed, whether `newton`'s held-out curvature of that model was computed or read back from the
 cache (an earlier request of the chain computed it), the wall time of the whole `forget` command and of `verify`;
-then FA / RA / TA / MIA and
-Avg. Gap to that retrain for the last model and for doing nothing, and with several seeds their means.
+then FA / RA / TA / MIA and Avg. Gap to that retrain for the last model and for doing nothing, and with several
+seeds their means.
 """
 from __future__ import annotations
 
