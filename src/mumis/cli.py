@@ -247,6 +247,9 @@ def forget(
     console.print(f"{result['method']['request']} request → {name}: {request.why}")
     console.print(f"{name}: stopped after {result['stop']['steps']} steps ({result['stop']['reason']}) in "
                   f"{result['wall_s']:.2f} s; read {result['method']['data_read']} data → {out}")
+    if result["stop"].get("atypical_forget_set"):
+        console.print(f"{name}: the samples are classified worse than held-out data beyond sampling noise (samples the "
+                      "model fits only because it saw them), so the step was taken as far as held-out accuracy allows")
     console.print(f"forget accuracy {result['before']['fa']:.2f} → {result['after']['fa']:.2f} %, "
                   f"MIA-efficacy {result['before']['mia']:.2f} → {result['after']['mia']:.2f} %; "
                   f"manifest → {manifest_path(out)}")

@@ -11,6 +11,10 @@ from mumis.errors import MumisError
 import mumis.experimental  # noqa: F401 — registers newton_study
 from mumis.methods import DataRole, get_method, grant, run_method
 from mumis.methods.kfac import class_loss_gradients, inner, layer_matrix, weight_layers
+from mumis.methods.stopping import label_confidence, less_accurate_than_heldout
+from mumis.metrics.accuracy import predict_logits
+from mumis.models import create_model
+from mumis.training import TrainRecipe, fit
 from mumis.methods.newton import (
     ce_gradient,
     ce_hessian_product,
@@ -231,3 +235,47 @@ def test_a_spent_heldout_budget_leaves_no_room_to_lose_heldout_accuracy(digits_m
     assert runs[0]["heldout_floor"] == pytest.approx(runs[0]["heldout_acc_before"] - runs[0]["heldout_tolerance"])
     assert runs[1]["heldout_floor"] == runs[1]["heldout_acc_before"]
     assert runs[1]["heldout_acc_after"] >= runs[1]["heldout_acc_before"]
+
+
+def test_a_forget_set_classified_worse_than_heldout_data_is_scanned_to_the_guard(digits_bundle, digits_split,
+                                                                                  digits_task):
+    """The training samples a model (two epochs: it still gets some training samples wrong) is least sure of are
+    classified worse than unseen data: both stop rules read held-out data as what D_f should look like, and would
+    stop before the first step. The scan then runs until the held-out guard stops it (or the full step), and the
+    model moves; a random request keeps both rules."""
+    train, _ = digits_split.materialise(digits_bundle)
+    torch.manual_seed(0)
+    model = create_model("small_cnn", 10, 1)
+    fit(model, train, TrainRecipe(epochs=2, batch_size=64, lr=0.05), seed=0, show_progress=False)  # conftest's, shorter
+    model.eval()
+    retain = digits_task.retain
+    confidence = label_confidence(predict_logits(model, retain), retain.labels)
+    hard = retain.subset(torch.argsort(confidence)[:40])
+    n = len(digits_task.retain) + len(digits_task.forget)
+    method = get_method("newton", layers="all")
+    result = run_method(method, copy.deepcopy(model), grant(method, forget=hard, heldout=digits_task.test,
+                                                            train_size=n), 10)
+    info, scan = result.info, result.info["scan"]
+    assert info["atypical_forget_set"] is True
+    assert scan[0]["forget_acc"] < scan[0]["heldout_acc"]  # "forget accuracy down to held-out accuracy" already holds
+    assert result.stop_reason in ("heldout_drop", "newton_step") and info["step_scale"] > 0
+    for row in scan[1:-1]:
+        assert row["heldout_acc"] >= info["heldout_floor"]
+    if result.stop_reason == "heldout_drop":
+        assert scan[-1]["heldout_acc"] < info["heldout_floor"] and info["step_scale"] == scan[-2]["scale"]
+    else:
+        assert info["step_scale"] == 1.0 and len(scan) == len(scan_scales(2)) + 1
+    assert scan[-1]["forget_acc"] < scan[0]["forget_acc"]
+    members, _ = _members_request(digits_task)
+    typical = run_method(method, copy.deepcopy(model), grant(method, forget=members, heldout=digits_task.test,
+                                                             train_size=n), 10)
+    assert typical.info["atypical_forget_set"] is False
+
+
+def test_less_accurate_than_heldout_means_beyond_two_standard_errors_of_the_difference():
+    # 90 % of 400 vs 95 % of 250: the difference's standard error is √(.09/400 + .0475/250) = 2.04 points
+    assert less_accurate_than_heldout(90.0, 400, 95.0, 250)          # 5.0 > 4.07
+    assert not less_accurate_than_heldout(92.0, 400, 95.0, 250)      # 3.0 < 2 · √(.0736/400 + .0475/250) = 3.87
+    assert not less_accurate_than_heldout(95.0, 40, 97.2, 250)       # 2 of 40 wrong: within the noise of 40 samples
+    assert not less_accurate_than_heldout(100.0, 10, 90.0, 100)      # more accurate: never
+    assert less_accurate_than_heldout(0.0, 10, 100.0, 10)            # both certain: any difference counts

@@ -265,6 +265,7 @@ def test_requests_in_a_row_run_on_the_first_model_for_everything_forgotten(work,
     assert manifest1["method"]["options"]["curvature_cache"] == str(tmp_path / "cache" / "curvature")
     assert len(list((tmp_path / "cache" / "curvature").iterdir())) == 1
     assert manifest1["stop"]["curvature_from_cache"] is False
+    assert manifest1["stop"]["atypical_forget_set"] is False  # 12 training samples of a model that fits them all
 
     def refuse(*args, **kwargs):
         raise AssertionError("the first model's curvature was computed again")

@@ -25,7 +25,12 @@ from mumis.methods.kfac import (
 )
 from mumis.methods.kfac_cache import CurvatureCache
 from mumis.methods.registry import register
-from mumis.methods.stopping import accuracy_tolerance, label_confidence, membership_threshold
+from mumis.methods.stopping import (
+    accuracy_tolerance,
+    label_confidence,
+    less_accurate_than_heldout,
+    membership_threshold,
+)
 from mumis.metrics.accuracy import predict_logits
 from mumis.models import classifier_head
 from mumis.models.head import capture_features
@@ -197,7 +202,11 @@ class Newton(UnlearningMethod):
       one-threshold confidence attack (threshold fixed at the start from D_f vs held-out) calls as large a share of
       D_f as of held-out data unseen (``stop_reason="membership"``) or D_f's accuracy is no higher than held-out
       accuracy (``"forget_accuracy"``), or keeps the previous scale once held-out accuracy falls by more than two
-      standard errors (``"heldout_drop"``).
+      standard errors (``"heldout_drop"``). Both stop rules take held-out data as what D_f should look like once
+      unseen. When D_f is classified worse than held-out data beyond sampling noise at the start
+      (:func:`~mumis.methods.stopping.less_accurate_than_heldout`: samples the model fits only because it saw them,
+      which a retrained model classifies worse still), they would stop before the first step, so the scan instead
+      runs to the guard: the largest scale that keeps held-out accuracy (docs/research/hard-samples.md).
     """
 
     name = "newton"
@@ -297,9 +306,14 @@ class Newton(UnlearningMethod):
         tolerance = accuracy_tolerance(before, len(conf_h))
         floor = before - max(tolerance - cfg.heldout_spent, 0.0)
         below = lambda conf: 100.0 * float((conf < threshold).double().mean())  # noqa: E731
+        # D_f classified worse than held-out data beyond noise: held-out data is no picture of it once unseen, so
+        # neither stop rule applies and only the guard stops the scan
+        atypical = less_accurate_than_heldout(forget_accuracy, len(conf_f), before, len(conf_h))
 
         def looks_unseen() -> Optional[str]:
             """Why D_f now looks like unseen data (the scan's last row), or None."""
+            if atypical:
+                return None
             _, accuracy, forget_below, heldout_below, forget_acc = scan[-1]
             if forget_below >= heldout_below:
                 return "membership"
@@ -329,6 +343,7 @@ class Newton(UnlearningMethod):
                 "keep_class_losses": scan_settings.keep_class_losses, "reproject": scan_settings.reproject,
                 "match_accuracy": scan_settings.match_accuracy,
                 "curvature_from_cache": bool(inverse is not None and inverse.from_cache),
+                "atypical_forget_set": atypical,
                 "step_scale": chosen, "train_size": train_size, "membership_threshold": threshold,
                 "heldout_acc_before": before, "heldout_tolerance": tolerance, "heldout_floor": floor,
                 "heldout_acc_after": next(row[1] for row in scan if row[0] == chosen), "rule_heldout_size": len(heldout),

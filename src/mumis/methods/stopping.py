@@ -18,6 +18,17 @@ def accuracy_tolerance(accuracy: float, n: int) -> float:
     return 200.0 * math.sqrt(max(a * (1 - a), 1e-12) / n)
 
 
+def less_accurate_than_heldout(forget_accuracy: float, n_forget: int, heldout_accuracy: float, n_heldout: int) -> bool:
+    """Is D_f classified worse than held-out data beyond sampling noise — by more than two standard errors of the
+    difference, 200 · √(a_f (1 − a_f) / n_f + a_h (1 − a_h) / n_h) points (a = accuracy / 100)?
+
+    A random sample of the training set is not (a model is at least as accurate on data it trained on); samples a
+    model fits only because it saw them (the most memorised) are, and a retrained model classifies them worse still."""
+    a_f, a_h = forget_accuracy / 100.0, heldout_accuracy / 100.0
+    noise = 200.0 * math.sqrt(max(a_f * (1 - a_f), 1e-12) / n_forget + max(a_h * (1 - a_h), 1e-12) / n_heldout)
+    return heldout_accuracy - forget_accuracy > noise
+
+
 @dataclass
 class DipRecoverRule:
     """MU-Mis's stop rule (paper §3.3, Fig. 4 with δ = 0.9).

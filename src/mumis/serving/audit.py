@@ -207,9 +207,10 @@ MANIFEST_SCHEMA = {
     "evaluation_read": list_of(STR),
     # heldout_cost: points of held-out accuracy the request cost (methods that guard it), which later requests on
     # the output budget against; curvature_from_cache: newton read its held-out curvature back (an earlier request
-    # on the same model computed it) instead of computing it
+    # on the same model computed it) instead of computing it; atypical_forget_set: D_f was classified worse than
+    # held-out data beyond noise, so newton's scan ran to its held-out guard
     "stop": {"reason": STR, "steps": INT, "trace": ANY_LIST, "heldout_cost": optional(NUMBER),
-             "curvature_from_cache": BOOL},
+             "curvature_from_cache": BOOL, "atypical_forget_set": BOOL},
     "before": _METRICS, "after": _METRICS,
     "evidence": {"calibration": STR, "before": {"member_like": NUMBER},
                  "after": {"member_like": NUMBER, "scores": list_of(NUMBER)}},
@@ -240,7 +241,8 @@ def load_manifest(path: Path) -> dict:
             raise MumisError(f"{path}: field 'request.{key}' does not belong to a {kind!r} request; {fix}")
     return check_fields(manifest, MANIFEST_SCHEMA, str(path), fix, optional_fields=tuple(
         [f"request.{k}" for k in absent] + ["request.ids_sha256", "request.duplicates_dropped", "request.positions",
-                                           "method.served_from", "stop.heldout_cost", "stop.curvature_from_cache"]))
+                                           "method.served_from", "stop.heldout_cost", "stop.curvature_from_cache",
+                                           "stop.atypical_forget_set"]))
 
 
 def request_chain(checkpoint: Path, split_sha256: str, limit: int = 10_000) -> list[dict]:

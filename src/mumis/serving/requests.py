@@ -267,8 +267,8 @@ def _serve(req: DeletionRequest, trace: bool) -> dict:
             "evaluation_read": ["forget", "retain", "test"],  # the metrics below, not the method
             "stop": {"reason": result.stop_reason, "steps": result.steps, "trace": result.trace,
                      "heldout_cost": _heldout_cost(result.info),
-                     **({"curvature_from_cache": result.info["curvature_from_cache"]}
-                        if "curvature_from_cache" in result.info else {})},
+                     **{key: result.info[key] for key in ("curvature_from_cache", "atypical_forget_set")
+                        if key in result.info}},
             "before": before, "after": after,
             "evidence": {"calibration": EVIDENCE_CALIBRATION, "before": {"member_like": evidence_before["member_like"]},
                          "after": evidence_after},
