@@ -155,3 +155,49 @@ def test_a_killed_tuning_run_resumes_with_no_trial_lost_or_run_twice(tmp_path):
     assert len(rerun) == 1 and rerun[0].params == cut.params  # ... and its options ran again, once
     params = [json.dumps(t.params, sort_keys=True) for t in finished]
     assert len(set(params)) == len(params)  # no trial ran twice
+
+
+def test_a_trial_running_far_past_its_budget_is_stopped_there(tmp_path, monkeypatch):
+    """A trial whose options make the method run on (a tiny learning rate up to a step cap) is stopped once it is
+    well past its budget and pruned, instead of being judged after it finishes; SIGALRM is as it was after."""
+    import mumis.bench.tuning as tuning
+
+    spec = _spec()
+    storage = f"sqlite:///{tmp_path / 'studies.sqlite3'}"
+    real_run_cell = tuning.run_cell
+    calls = []
+
+    def slow_run_cell(cell, ctx):
+        calls.append(cell)
+        if len(calls) == 2:  # the second trial never ends by itself
+            while True:
+                time.sleep(0.05)
+        return real_run_cell(cell, ctx)
+
+    monkeypatch.setattr(tuning, "run_cell", slow_run_cell)
+    limits = []
+    real_time_limit = tuning.time_limit
+    # the runaway trial's limit shortened to half a second (the real one: twice the budget and a margin)
+    monkeypatch.setattr(tuning, "time_limit", lambda seconds: limits.append(seconds) or real_time_limit(
+        0.5 if len(limits) == 2 else seconds))
+    handler = signal.getsignal(signal.SIGALRM)
+    start = time.perf_counter()
+    (cell, summary), = tune_grid(spec, [spec.methods[0]], storage, TuneSettings(trials=3, seed=100, budget=1e6),
+                                 tmp_path / "cache", show_progress=False)
+    assert time.perf_counter() - start < 120
+    study = optuna.load_study(study_name=study_name(cell), storage=storage)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.COMPLETE]
+    assert study.trials[1].user_attrs["stopped_at_budget"] and summary["over_budget"] == 1
+    assert limits[0] > 2e6  # asked for: twice the budget (1e6 × the retrain's time) and a margin
+    assert signal.getsignal(signal.SIGALRM) == handler and signal.getitimer(signal.ITIMER_REAL)[0] == 0
+
+
+def test_time_limit_raises_in_its_block_and_leaves_no_timer():
+    from mumis.bench.tuning import OverBudget, time_limit
+
+    with pytest.raises(OverBudget):
+        with time_limit(0.2):
+            time.sleep(5)
+    with time_limit(5):
+        pass
+    assert signal.getitimer(signal.ITIMER_REAL)[0] == 0

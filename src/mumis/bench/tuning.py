@@ -98,6 +98,37 @@ def _load_study(optuna, cell: Cell, storage: str, settings: TuneSettings):
     return study
 
 
+class OverBudget(BaseException):
+    """A trial ran past its time budget (a BaseException: no method's ``except Exception`` may swallow it)."""
+
+
+@contextmanager
+def time_limit(seconds: float):
+    """Raise :class:`OverBudget` in the block once ``seconds`` of wall time have passed (a SIGALRM timer), so a
+    trial whose options make the method run far past its budget — a tiny learning rate running to a step cap — is
+    stopped there instead of after it; the previous SIGALRM handler is restored. Where no such timer can be set
+    (no SIGALRM, not the main thread, a timer already running) the block runs unlimited, and the budget is still
+    judged on the method's wall time afterwards."""
+    import signal
+    import threading
+
+    if (not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread()
+            or signal.getitimer(signal.ITIMER_REAL)[0] > 0):
+        yield
+        return
+
+    def expire(signum, frame):
+        raise OverBudget()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-3))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _sampler(optuna, settings: TuneSettings, offset: int):
     return optuna.samplers.TPESampler(seed=settings.sampler_seed + offset, n_startup_trials=settings.startup)
 
@@ -128,7 +159,17 @@ def _tune(optuna, cell: Cell, storage: str, settings: TuneSettings, cache_dir: P
     def objective(trial) -> float:
         params = {name: _suggest(trial, name, s) for name, s in space.items()}
         entry = dataclasses.replace(cell.method, options=tuple(sorted({**base, **params}.items())), task_options=())
-        rows, _ = run_cell(dataclasses.replace(cell, method=entry), ctx)
+        limit = settings.budget * retrain_s
+        try:
+            # the method's own wall time is judged below; the cell also evaluates, so the run as a whole is stopped
+            # only well past the budget, where no trial could finish within it: a runaway, not a close call
+            with time_limit(2 * limit + 30):
+                rows, _ = run_cell(dataclasses.replace(cell, method=entry), ctx)
+        except OverBudget:
+            trial.set_user_attr("over_budget", True)
+            trial.set_user_attr("stopped_at_budget", True)
+            trial.set_user_attr("retrain_s", retrain_s)
+            raise optuna.TrialPruned(f"stopped after {settings.budget} × the retrain's {retrain_s:.1f} s") from None
         wall = sum(r["wall_s"] for r in rows)
         trial.set_user_attr("wall_s", wall)
         trial.set_user_attr("retrain_s", retrain_s)
