@@ -169,7 +169,8 @@ def _tune(optuna, cell: Cell, storage: str, settings: TuneSettings, cache_dir: P
             trial.set_user_attr("over_budget", True)
             trial.set_user_attr("stopped_at_budget", True)
             trial.set_user_attr("retrain_s", retrain_s)
-            raise optuna.TrialPruned(f"stopped after {settings.budget} × the retrain's {retrain_s:.1f} s") from None
+            raise optuna.TrialPruned(f"stopped at twice {settings.budget} × the retrain's {retrain_s:.1f} s, plus 30 s"
+                                     ) from None
         wall = sum(r["wall_s"] for r in rows)
         trial.set_user_attr("wall_s", wall)
         trial.set_user_attr("retrain_s", retrain_s)

@@ -22,8 +22,8 @@ from mumis.data import DatasetBundle, Split, load_dataset, make_split
 from mumis.errors import MumisError
 from mumis.outputs import plan_outputs
 from mumis.schema import (
-    BOOL,
     ANY_LIST,
+    BOOL,
     INDEX,
     INT,
     NUMBER,
