@@ -29,6 +29,11 @@ from mumis.models import (
 )
 from mumis.runtime import DOUBLE_BACKPROP_LAYOUT, device
 
+# The head's input features are computed once per dataset, without gradients. On a 2-core CPU, feeding the batches
+# channels_last cut that pass from 1.33 s to 0.95 s (6,000 Fashion-MNIST images, small_cnn; resnet_small 0.83 →
+# 0.75 s), 30-45 % of a class request's time; the double backward itself stays contiguous (runtime.py).
+FEATURES_LAYOUT = torch.channels_last
+
 # loss(x, y, other, rows) → the mean loss of one chunk: inputs x, labels y, irrelevant classes c', and the chunk's
 # row numbers in D_f (for objectives that keep per-sample state)
 ChunkLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -104,8 +109,9 @@ class ForgetDescent:
         if id(data) not in self._features:
             captured: list[torch.Tensor] = []
             handle = self.head.register_forward_pre_hook(lambda module, args: captured.append(args[0].detach()))
-            try:
-                predict_logits(self.model, data, 4 * self.chunk)
+            try:  # a forward pass only: on a CPU the faster layout (see FEATURES_LAYOUT)
+                predict_logits(self.model, data, 4 * self.chunk,
+                               FEATURES_LAYOUT if self.dev.type == "cpu" else torch.contiguous_format)
             finally:
                 handle.remove()
             self._features[id(data)] = torch.cat(captured)
@@ -131,6 +137,13 @@ class ForgetDescent:
     def sensitivities(self) -> dict:
         return input_sensitivities(self.model, self.forget.subset(self.watched), self.panel[self.watched], self.chunk,
                                    self.dev)
+
+    @torch.no_grad()
+    def descend(self, grads: list[torch.Tensor], lr: float) -> None:
+        """One plain gradient step, w ← w − lr · g (SGD without momentum or weight decay; no torch.optim, whose first
+        use imports torch._dynamo: 1.7 s of a 3-second class request in a fresh process)."""
+        for p, g in zip(self.weights, grads):
+            p.add_(g, alpha=-lr)
 
     def apply(self, optimizer: torch.optim.Optimizer, grads: list[torch.Tensor]) -> None:
         for p, g in zip(self.weights, grads):

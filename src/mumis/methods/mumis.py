@@ -157,7 +157,6 @@ class MuMis(UnlearningMethod):
             info["curvature"] = run.curvature(loss)
             lr = cfg.lr / max(info["curvature"], 1e-12)
         info["lr"] = lr
-        optimizer = torch.optim.SGD(run.weights, lr=lr)  # no momentum, no weight decay
         explode_at, good, step, losses = EXPLODE_FACTOR * max(row["target_sq"], 1e-12), run.snapshot(), 0, []
         # a check that only reads logits is free when only the head moves (cached features): then after every step
         every_check_measures = stop.reads_sensitivities or not run.checks_are_free
@@ -170,7 +169,7 @@ class MuMis(UnlearningMethod):
                 if not math.isfinite(value) or abs(value) > explode_at:
                     reason = "diverged"
                     break
-                run.apply(optimizer, grads)
+                run.descend(grads, lr)  # SGD: no momentum, no weight decay
                 step, losses = step + 1, losses + [value]
                 advance(f"loss {value:+.3f}")
                 if step % check_every and step < cfg.max_steps:

@@ -16,13 +16,17 @@ CPU_BATCH, ACCELERATOR_BATCH = 128, 512
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, data: ImageDataset, batch_size: Optional[int] = None) -> torch.Tensor:
+def predict_logits(model: nn.Module, data: ImageDataset, batch_size: Optional[int] = None,
+                   memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """Logits for every sample (model in eval mode, no augmentation), on the CPU. The model is handed back on its own
-    device and in its own train/eval mode. ``batch_size``: by default 128 on a CPU and 512 on an accelerator."""
+    device and in its own train/eval mode. ``batch_size``: by default 128 on a CPU and 512 on an accelerator;
+    ``memory_format``: the layout image batches (N, C, H, W) are fed in (the model's weights are left as
+    they are)."""
     dev = device()
     batch_size = batch_size or (CPU_BATCH if dev.type == "cpu" else ACCELERATOR_BATCH)
+    layout = {"memory_format": memory_format} if data.images.dim() == 4 else {}
     with borrowed(model, dev):
-        outs = [model(x.to(dev)).float().cpu() for x, _ in iter_batches(data, batch_size)]
+        outs = [model(x.to(dev, **layout)).float().cpu() for x, _ in iter_batches(data, batch_size)]
     return torch.cat(outs) if outs else torch.empty(0, data.num_classes)
 
 
