@@ -15,7 +15,7 @@ from mumis.training import fit
 class FineTuneConfig(LoopOptions):
     # OPTML-Group/Unlearn-Saliency Classification/README.md: ``--unlearn FT --unlearn_lr 0.01 --unlearn_epochs 10``;
     # SGD momentum 0.9, weight decay 5e-4 (its arg_parser). Batch 128 = the papers' table (the code's default is 256,
-    # Unlearn-Sparse issue #4).
+    # a difference its authors confirmed on the Unlearn-Sparse tracker).
     epochs: int = 10
     lr: float = 0.01
 
