@@ -1,4 +1,5 @@
-"""Issue 4's study: MU-Mis variants against the retrain reference, over datasets × models × tasks × seeds.
+"""MU-Mis variants against the retrain reference, over datasets × models × tasks × seeds.
+(The variants study: docs/research/mumis-variants.md.)
 
     python benchmarks/mumis_variants.py --out results/mumis_variants.jsonl            # the committed grid (PLAN)
     python benchmarks/mumis_variants.py --datasets mnist5k --models small_cnn --seeds 0 # one group of your own
@@ -167,7 +168,7 @@ PLAN = (
     (["fashion_mnist"], ["resnet_small"], ["full_class"], [0], ["default+momentum"]),
     # the committed rows of this group ran on an NVIDIA H200 (each reference pair: ~25 CPU-minutes here)
     (["fashion_mnist"], ["resnet_wide"], ["full_class"], [0, 1, 2], _DEFAULT + ["paper+floor"]),
-    # round 5: the rest of the issue's grid for sample requests (sub-class on the super-class views)
+    # round 5: the rest of the study's grid for sample requests (sub-class on the super-class views)
     (["mnist5k"], ["small_cnn", "resnet_small", "resnet_wide"], ["sub_class"], [0, 1, 2], _SAMPLES),
     (["mnist5k"], ["resnet_wide"], ["random"], [0, 1, 2], _SAMPLES),
     (["fashion_mnist"], ["small_cnn"], ["random"], [0, 1, 2], _SAMPLES + ["samples+membership"]),

@@ -1,4 +1,5 @@
-"""Issue 4, round 7: the Newton removal step on every conv and linear layer (K-FAC curvature), per step scale.
+"""The Newton removal step on every conv and linear layer (K-FAC curvature), per step scale.
+(The variants study, round 7: docs/research/mumis-variants.md.)
 
     python benchmarks/newton_all_layers.py [--dataset mnist5k] [--model resnet_small] [--task random|sub_class]
                                            [--seeds 0 1 2] [--scales 1 0.14 0.1 0.08 0.06 0.04 0.03 0.02]

@@ -1,4 +1,5 @@
-"""Issue 4, round 4: what separates a random forget set from unseen data, measured against the retrain reference.
+"""What separates a random forget set from unseen data, measured against the retrain reference.
+(The variants study, round 4: docs/research/mumis-variants.md.)
 
     python benchmarks/random_forgetting.py [--dataset mnist5k] [--model small_cnn] [--seeds 0 1 2] [--epochs 20]
 
