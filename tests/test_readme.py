@@ -95,7 +95,9 @@ def test_the_demo_with_every_method_runs_as_written(tmp_path, demo_cache):
     done = _run(line, tmp_path, {**os.environ, "MUMIS_DEVICE": "cpu", "MUMIS_CACHE": str(demo_cache)},
                 timeout=1200)
     rows = {r["method"]: r for r in json.loads((tmp_path / "runs/demo/results.json").read_text())}
+    # the demo runs in a fresh process: the study methods that other tests register in this one are not there
     expected = [m for m in list_methods() if m not in ("retrain", "original")
+                and not type(get_method(m)).__module__.startswith("mumis.experimental")
                 and (m != "scar" or _loadable(DEMO_SURROGATES["default"]))]
     assert sorted(rows) == sorted(["retrain", "original", *expected]) and len(expected) >= 12
     for name in expected:
