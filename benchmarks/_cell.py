@@ -12,3 +12,29 @@ def cell_parser(doc: str, epochs: int = 20) -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=epochs, help="the references' training recipe")
     parser.add_argument("--seed", type=int, default=0)
     return parser
+
+
+# The fine class a sub-class cell forgets on the super-class view (as in mumis_variants.py): digit 3 inside
+# "curved" = {2, 3, 5}; Sneaker inside "footwear"
+SUB_CLASS = {"mnist5k": 3, "fashion_mnist": 7}
+
+
+def sample_cell(dataset: str, model: str, task_kind: str, seed: int, epochs: int):
+    """A random-10 % or sub-class cell as the grid builds it: (task, training-set size, the original and the
+    retrained model from mumis' model cache — trained there on first use)."""
+    from mumis.bench.experiment import persisted_split
+    from mumis.bench.references import default_cache_dir, trained_reference
+    from mumis.data import build_forget_set, load_dataset, superclass_view, task_from_views
+    from mumis.training import TrainRecipe
+
+    cache, recipe = default_cache_dir(), TrainRecipe(epochs=epochs)
+    dataset, target = (dataset, 0.1) if task_kind == "random" else (superclass_view(dataset), SUB_CLASS[dataset])
+    bundle = load_dataset(dataset)
+    split = persisted_split(bundle, seed, cache)
+    train, test = split.materialise(bundle)
+    forget_set = build_forget_set(task_kind, train, split, target, seed=seed)
+    task = task_from_views(train, test, split, forget_set)
+    original, _, _ = trained_reference("original", train, model, split, recipe, seed, cache, show_progress=False, test=test)
+    retrain, _, _ = trained_reference("retrain", task.retain, model, split, recipe, seed, cache,
+                                      forget_sha=forget_set.sha256, show_progress=False, test=test)
+    return task, len(train), original.eval(), retrain

@@ -32,16 +32,14 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from mumis.bench.experiment import persisted_split
-from mumis.bench.references import default_cache_dir, trained_reference
-from mumis.data import build_forget_set, load_dataset, superclass_view, task_from_views
+from _cell import sample_cell
+from mumis.data import superclass_view
 from mumis.methods.kfac import apply_step, kfac_removal_step, layer_matrix, weight_layers
 from mumis.methods.stopping import accuracy_tolerance, label_confidence, membership_threshold
 from mumis.metrics import avg_gap, evaluate
 from mumis.metrics.accuracy import predict_logits
 from mumis.training import TrainRecipe
 
-SUB_CLASS = {"mnist5k": 3, "fashion_mnist": 7}  # as in mumis_variants.py: digit 3 inside "curved", Sneaker in "footwear"
 
 
 def _moved(model: nn.Module, step: dict, scale: float) -> nn.Module:
@@ -73,10 +71,10 @@ def main() -> None:
                         help="project the step so that each class's mean loss over the curvature set stays (round 8)")
     parser.add_argument("--epochs", type=int, default=20)
     args = parser.parse_args()
-    cache, recipe = default_cache_dir(), TrainRecipe(epochs=args.epochs)
+    recipe = TrainRecipe(epochs=args.epochs)
     dampings = args.damping or [recipe.weight_decay]
     console = Console(width=200)
-    dataset, target = (args.dataset, 0.1) if args.task == "random" else (superclass_view(args.dataset), SUB_CLASS[args.dataset])
+    dataset = args.dataset if args.task == "random" else superclass_view(args.dataset)
     projected = ", per-class losses kept" if args.keep_class_losses else ""
     table = Table(title=f"K-FAC Newton removal on every layer{projected}, {dataset} × {args.model}, {args.task}: Avg. Gap to retrain")
     picked = defaultdict(list)  # rule → Avg. Gap of its pick, per (seed, curvature, damping)
@@ -84,15 +82,7 @@ def main() -> None:
                 "D_f / held-out below t*", "rule picks"):
         table.add_column(col, justify="right")
     for seed in args.seeds:
-        bundle = load_dataset(dataset)
-        split = persisted_split(bundle, seed, cache)
-        train, test = split.materialise(bundle)
-        forget_set = build_forget_set(args.task, train, split, target, seed=seed)
-        task = task_from_views(train, test, split, forget_set)
-        original, _, _ = trained_reference("original", train, args.model, split, recipe, seed, cache, show_progress=False, test=test)
-        retrain, _, _ = trained_reference("retrain", task.retain, args.model, split, recipe, seed, cache,
-                                          forget_sha=forget_set.sha256, show_progress=False, test=test)
-        original.eval()
+        task, train_size, original, retrain = sample_cell(args.dataset, args.model, args.task, seed, args.epochs)
         reference = evaluate(retrain, task)
         start = evaluate(original, task)
         table.add_row(str(seed), "–", "–", "0 (original)", f"{avg_gap(start, reference):.2f}",
@@ -105,7 +95,7 @@ def main() -> None:
         for source in args.curvature:
             curvature = task.heldout if source == "heldout" else task.retain
             for damping in dampings:
-                step = kfac_removal_step(original, task.forget, curvature, len(train), damping, recipe.weight_decay,
+                step = kfac_removal_step(original, task.forget, curvature, train_size, damping, recipe.weight_decay,
                                          keep_class_losses=args.keep_class_losses)
                 rows = []
                 for scale in sorted(args.scales):

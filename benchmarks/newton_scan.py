@@ -24,9 +24,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from mumis.bench.experiment import persisted_split
-from mumis.bench.references import default_cache_dir, trained_reference
-from mumis.data import build_forget_set, load_dataset, superclass_view, task_from_views
+from _cell import sample_cell
+from mumis.data import superclass_view
 from mumis.methods.kfac import class_loss_gradients, layer_matrix, project_out, removal_direction, set_layers, weight_layers
 from mumis.methods.newton import scan_scales
 from mumis.methods.stopping import accuracy_tolerance, label_confidence, membership_threshold
@@ -34,7 +33,6 @@ from mumis.metrics import avg_gap, evaluate
 from mumis.metrics.accuracy import predict_logits
 from mumis.training import TrainRecipe
 
-SUB_CLASS = {"mnist5k": 3, "fashion_mnist": 7}  # as in mumis_variants.py: digit 3 inside "curved", Sneaker in "footwear"
 QUANTILES = (0.1, 0.5)
 
 
@@ -55,25 +53,18 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=20, help="the references' training recipe")
     args = parser.parse_args()
-    cache, recipe = default_cache_dir(), TrainRecipe(epochs=args.epochs)
-    dataset, target = (args.dataset, 0.1) if args.task == "random" else (superclass_view(args.dataset), SUB_CLASS[args.dataset])
+    weight_decay = TrainRecipe(epochs=args.epochs).weight_decay
+    dataset = args.dataset if args.task == "random" else superclass_view(args.dataset)
     console = Console(width=170)
     summary = []
     for seed in args.seeds:
-        bundle = load_dataset(dataset)
-        split = persisted_split(bundle, seed, cache)
-        train, test = split.materialise(bundle)
-        forget_set = build_forget_set(args.task, train, split, target, seed=seed)
-        task = task_from_views(train, test, split, forget_set)
-        original, _, _ = trained_reference("original", train, args.model, split, recipe, seed, cache, show_progress=False, test=test)
-        retrain, _, _ = trained_reference("retrain", task.retain, args.model, split, recipe, seed, cache,
-                                          forget_sha=forget_set.sha256, show_progress=False, test=test)
-        model, reference = copy.deepcopy(original).eval(), evaluate(retrain, task)
+        task, train_size, original, retrain = sample_cell(args.dataset, args.model, args.task, seed, args.epochs)
+        model, reference = copy.deepcopy(original), evaluate(retrain, task)
         heldout = task.heldout  # as newton splits it: constraints on the even half, the rules on the odd half
         constraints, rule = heldout.subset(range(0, len(heldout), 2)), heldout.subset(range(1, len(heldout), 2))
         like = task.test_forgotten if args.task == "sub_class" else rule
-        step, inverse = removal_direction(model, task.forget, heldout, len(train), recipe.weight_decay,
-                                          recipe.weight_decay, 128, corrected=True)
+        step, inverse = removal_direction(model, task.forget, heldout, train_size, weight_decay, weight_decay,
+                                          128, corrected=True)
         conf_f, _ = confidences(model, task.forget)
         conf_h, acc_before = confidences(model, rule)
         threshold = membership_threshold(conf_f, conf_h)
