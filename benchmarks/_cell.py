@@ -38,3 +38,12 @@ def sample_cell(dataset: str, model: str, task_kind: str, seed: int, epochs: int
     retrain, _, _ = trained_reference("retrain", task.retain, model, split, recipe, seed, cache,
                                       forget_sha=forget_set.sha256, show_progress=False, test=test)
     return task, len(train), original.eval(), retrain
+
+
+def confidence_and_accuracy(model, data):
+    """True-class confidences (as newton's membership rule reads them) and accuracy (%) of ``model`` on ``data``."""
+    from mumis.methods.stopping import label_confidence
+    from mumis.metrics.accuracy import predict_logits
+
+    logits = predict_logits(model, data)
+    return label_confidence(logits, data.labels), 100.0 * float((logits.argmax(1) == data.labels).double().mean())

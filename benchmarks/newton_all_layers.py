@@ -27,19 +27,16 @@ import copy
 import statistics
 from collections import defaultdict
 
-import torch
 from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from _cell import sample_cell
+from _cell import confidence_and_accuracy, sample_cell
 from mumis.data import superclass_view
 from mumis.methods.kfac import apply_step, kfac_removal_step, layer_matrix, weight_layers
-from mumis.methods.stopping import accuracy_tolerance, label_confidence, membership_threshold
+from mumis.methods.stopping import accuracy_tolerance, membership_threshold
 from mumis.metrics import avg_gap, evaluate
-from mumis.metrics.accuracy import predict_logits
 from mumis.training import TrainRecipe
-
 
 
 def _moved(model: nn.Module, step: dict, scale: float) -> nn.Module:
@@ -48,12 +45,6 @@ def _moved(model: nn.Module, step: dict, scale: float) -> nn.Module:
     start = {layers[m]: layer_matrix(m) for m in step}
     apply_step(new, start, {layers[m]: d for m, d in step.items()}, scale)
     return new
-
-
-def _confidence(model: nn.Module, data) -> tuple[torch.Tensor, float]:
-    """True-class confidences (as the membership rule reads them) and accuracy (%)."""
-    logits = predict_logits(model, data)
-    return label_confidence(logits, data.labels), 100.0 * float((logits.argmax(1) == data.labels).double().mean())
 
 
 def main() -> None:
@@ -89,8 +80,8 @@ def main() -> None:
                       *(f"{start[k]:.2f}" for k in ("fa", "ra", "ta", "mia")), "", "", "")
         table.add_row(str(seed), "–", "–", "retrain", "0.00", *(f"{reference[k]:.2f}" for k in ("fa", "ra", "ta", "mia")),
                       "", "", "")
-        conf_f, _ = _confidence(original, task.forget)
-        conf_h, acc_h = _confidence(original, task.heldout)
+        conf_f, _ = confidence_and_accuracy(original, task.forget)
+        conf_h, acc_h = confidence_and_accuracy(original, task.heldout)
         threshold, tolerance = membership_threshold(conf_f, conf_h), accuracy_tolerance(acc_h, len(conf_h))
         for source in args.curvature:
             curvature = task.heldout if source == "heldout" else task.retain
@@ -100,8 +91,8 @@ def main() -> None:
                 rows = []
                 for scale in sorted(args.scales):
                     moved = _moved(original, step, scale)
-                    cf, _ = _confidence(moved, task.forget)
-                    ch, acc = _confidence(moved, task.heldout)
+                    cf, _ = confidence_and_accuracy(moved, task.forget)
+                    ch, acc = confidence_and_accuracy(moved, task.heldout)
                     share_f, share_h = 100 * float((cf < threshold).double().mean()), 100 * float((ch < threshold).double().mean())
                     rows.append((scale, evaluate(moved, task), acc, share_f, share_h))
                 within = [r[0] for r in rows if r[2] >= acc_h - tolerance]

@@ -24,21 +24,15 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from _cell import sample_cell
+from _cell import confidence_and_accuracy, sample_cell
 from mumis.data import superclass_view
 from mumis.methods.kfac import class_loss_gradients, layer_matrix, project_out, removal_direction, set_layers, weight_layers
 from mumis.methods.newton import scan_scales
-from mumis.methods.stopping import accuracy_tolerance, label_confidence, membership_threshold
+from mumis.methods.stopping import accuracy_tolerance, membership_threshold
 from mumis.metrics import avg_gap, evaluate
-from mumis.metrics.accuracy import predict_logits
 from mumis.training import TrainRecipe
 
 QUANTILES = (0.1, 0.5)
-
-
-def confidences(model, data) -> tuple[torch.Tensor, float]:
-    logits = predict_logits(model, data, 128)
-    return label_confidence(logits, data.labels), 100.0 * float((logits.argmax(1) == data.labels).double().mean())
 
 
 def quantiles(conf: torch.Tensor) -> str:
@@ -65,14 +59,14 @@ def main() -> None:
         like = task.test_forgotten if args.task == "sub_class" else rule
         step, inverse = removal_direction(model, task.forget, heldout, train_size, weight_decay, weight_decay,
                                           128, corrected=True)
-        conf_f, _ = confidences(model, task.forget)
-        conf_h, acc_before = confidences(model, rule)
+        conf_f, _ = confidence_and_accuracy(model, task.forget)
+        conf_h, acc_before = confidence_and_accuracy(model, rule)
         threshold = membership_threshold(conf_f, conf_h)
         floor = acc_before - accuracy_tolerance(acc_before, len(conf_h))
         like_name = "test samples of the sub-class" if args.task == "sub_class" else "held-out (rule half)"
         table = Table(title=f"{dataset} × {args.model}, {args.task}, seed {seed}: retrain Avg. Gap 0, MIA "
-                            f"{reference['mia']:.2f}; retrain's D_f q10 / q50 {quantiles(confidences(retrain, task.forget)[0])}, "
-                            f"{like_name} {quantiles(confidences(retrain, like)[0])}")
+                            f"{reference['mia']:.2f}; retrain's D_f q10 / q50 {quantiles(confidence_and_accuracy(retrain, task.forget)[0])}, "
+                            f"{like_name} {quantiles(confidence_and_accuracy(retrain, like)[0])}")
         for col in ("scale", "Avg. Gap", "FA", "TA", "MIA", "held-out acc", "D_f / held-out below t*",
                     "D_f q10 / q50", f"{like_name} q10 / q50", "rules that hold (→ the stop)"):
             table.add_column(col, justify="right")
@@ -84,8 +78,8 @@ def main() -> None:
                 position = {m: position[m] + (scale - reached) * d for m, d in increment.items()}
                 reached = scale
                 set_layers(model, position)
-            conf_f, forget_accuracy = confidences(model, task.forget)
-            conf_h, accuracy = confidences(model, rule)
+            conf_f, forget_accuracy = confidence_and_accuracy(model, task.forget)
+            conf_h, accuracy = confidence_and_accuracy(model, rule)
             result = evaluate(model, task)
             gaps[scale] = avg_gap(result, reference)
             below_f, below_h = (100.0 * float((c < threshold).double().mean()) for c in (conf_f, conf_h))
@@ -95,9 +89,10 @@ def main() -> None:
                 picked = previous if marks[0] == "guard" else scale
                 marks[0] = "→ " + marks[0]
             previous = scale
+            conf_like = conf_h if like is rule else confidence_and_accuracy(model, like)[0]
             table.add_row(f"{scale:.4f}", f"{gaps[scale]:.2f}", *(f"{result[k]:.1f}" for k in ("fa", "ta", "mia")),
                           f"{accuracy:.1f}", f"{below_f:.1f} / {below_h:.1f}", quantiles(conf_f),
-                          quantiles(confidences(model, like)[0]), ", ".join(marks))
+                          quantiles(conf_like), ", ".join(marks))
         console.print(table)
         best = min(gaps, key=gaps.get)
         picked = reached if picked is None else picked
