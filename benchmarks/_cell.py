@@ -14,7 +14,7 @@ def cell_parser(doc: str, epochs: int = 20) -> argparse.ArgumentParser:
     return parser
 
 
-# The fine class a sub-class cell forgets on the super-class view (as in mumis_variants.py): digit 3 inside
+# The fine class a sub-class cell forgets on the super-class view (the variants grid's): digit 3 inside
 # "curved" = {2, 3, 5}; Sneaker inside "footwear"
 SUB_CLASS = {"mnist5k": 3, "fashion_mnist": 7}
 

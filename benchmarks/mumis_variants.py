@@ -24,12 +24,12 @@ from rich.console import Console
 from rich.table import Table
 
 import mumis.experimental  # noqa: F401 — registers mumis_study, the method every variant row runs
+from _cell import SUB_CLASS
 from mumis.bench import ExperimentConfig, run_experiment
 from mumis.data import superclass_view
 from mumis.training import TrainRecipe
 
 TASKS = ("full_class", "sub_class", "random")
-SUB_CLASS = {"mnist5k": 3, "fashion_mnist": 7}  # digit 3 inside "curved" = {2, 3, 5}; Sneaker inside "footwear"
 
 
 def _task_setup(dataset: str, task: str) -> tuple[str, float]:
