@@ -14,6 +14,7 @@ def test_report_tables_have_the_paper_layout_and_figures_exist(tiny_db, tmp_path
     assert header in text
     table = text.split(header)[1].strip().splitlines()
     assert table[1].startswith("| **retrain** | 0.00 |") and table[2].startswith("| original |")
+    assert "| Gap w/o MIA |" in text and "LiRA" not in text  # no shadow models in this grid: no empty attack columns
     figures = sorted(p.name for p in (tmp_path / "report" / "figures").glob("*.png"))
     assert "sensitivity-digits-small_cnn.png" in figures and "delta-digits-small_cnn.png" in figures
     assert any(f.startswith("sequential-") for f in figures) and any(f.startswith("trace-") for f in figures)

@@ -61,6 +61,9 @@ def _method_order(rows: list[dict]) -> list[str]:
 
 
 def _table(rows: list[dict], columns) -> list[str]:
+    """One row per method (mean ± CI over seeds); a column no row has a value for (the per-example attack of a grid
+    without shadow models) is left out."""
+    columns = [(c, k) for c, k in columns if any(r.get(k) is not None for r in rows)]
     by_method = defaultdict(list)
     for r in rows:
         by_method[r["method"]].append(r)
