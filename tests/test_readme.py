@@ -29,11 +29,11 @@ ACCOUNTED = {
     "--out work/forgot.safetensors": "as written: (same test)",
     "mumis verify work/forgot.manifest.json": "as written: (same test)",
     "mumis demo --methods all": "here: as written, on the references the main job's test trained (about 2 minutes)",
-    "mumis bench demo": "as written: test_the_benchmark_and_tuning_commands_run_as_written (long: about 30 minutes); "
+    "mumis bench demo": "as written: test_the_benchmark_and_tuning_commands_run_as_written (long: about 45 minutes); "
                         "tests/bench/test_resume.py, test_bench_cli.py run the same code on tiny grids in every run",
     "mumis report runs/bench/demo.sqlite": "here: on the committed demo database, as written; the long test runs it "
                                            "on the database `mumis bench demo` wrote",
-    "mumis tune all demo --trials 8 --save tuned": "as written: (the same long test: 24 studies of 8 trials, about 40 minutes); "
+    "mumis tune all demo --trials 8 --save tuned": "as written: (the same long test: 24 studies of 8 trials, about 55 minutes); "
                                                    "tests/bench/test_tuning.py runs the same code on a tiny grid",
     "torchrun --standalone --nproc-per-node 4 -m mumis.cli train --split runs/x/split.json --out runs/x/original.safetensors":
         "here: as written, 4 gloo processes on the CPU, after `mumis split mnist5k --out runs/x` (about 35 s)",
@@ -137,7 +137,7 @@ def test_the_torchrun_command_runs_as_written_with_four_processes(tmp_path):
 @pytest.mark.long
 def test_the_benchmark_and_tuning_commands_run_as_written(tmp_path):
     """The README's benchmark block and its tuning command, as written and in the README's order, in an empty folder
-    with an empty model cache (about 70 minutes on 2 cores): `mumis bench demo` runs every cell of the preset — the
+    with an empty model cache (about 100 minutes on 2 cores): `mumis bench demo` runs every cell of the preset — the
     same cells the committed demo report was made from — `mumis report` reads what it wrote, and `mumis tune all demo
     --trials 8 --save tuned` runs a full study per tunable method and task kind and writes the package's recipe.
     The recipe file is restored afterwards (the committed one is what the shipped grids read); how far the fresh
