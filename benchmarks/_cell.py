@@ -19,16 +19,26 @@ def cell_parser(doc: str, epochs: int = 20) -> argparse.ArgumentParser:
 SUB_CLASS = {"mnist5k": 3, "fashion_mnist": 7}
 
 
+def task_setup(dataset: str, task_kind: str) -> tuple[str, float]:
+    """(the dataset view a variants-grid task runs on, its target): full class 3 (digit 3 / Dress), the fine class
+    SUB_CLASS inside its super-class, or a random 10 %."""
+    from mumis.data import superclass_view
+
+    if task_kind == "sub_class":
+        return superclass_view(dataset), SUB_CLASS[dataset]
+    return dataset, {"full_class": 3, "random": 0.1}[task_kind]
+
+
 def sample_cell(dataset: str, model: str, task_kind: str, seed: int, epochs: int):
     """A random-10 % or sub-class cell as the grid builds it: (task, training-set size, the original and the
     retrained model from mumis' model cache — trained there on first use)."""
     from mumis.bench.experiment import persisted_split
     from mumis.bench.references import default_cache_dir, trained_reference
-    from mumis.data import build_forget_set, load_dataset, superclass_view, task_from_views
+    from mumis.data import build_forget_set, load_dataset, task_from_views
     from mumis.training import TrainRecipe
 
     cache, recipe = default_cache_dir(), TrainRecipe(epochs=epochs)
-    dataset, target = (dataset, 0.1) if task_kind == "random" else (superclass_view(dataset), SUB_CLASS[dataset])
+    dataset, target = task_setup(dataset, task_kind)
     bundle = load_dataset(dataset)
     split = persisted_split(bundle, seed, cache)
     train, test = split.materialise(bundle)

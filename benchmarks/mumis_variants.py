@@ -24,20 +24,11 @@ from rich.console import Console
 from rich.table import Table
 
 import mumis.experimental  # noqa: F401 — registers mumis_study, the method every variant row runs
-from _cell import SUB_CLASS
+from _cell import task_setup
 from mumis.bench import ExperimentConfig, run_experiment
-from mumis.data import superclass_view
 from mumis.training import TrainRecipe
 
 TASKS = ("full_class", "sub_class", "random")
-
-
-def _task_setup(dataset: str, task: str) -> tuple[str, float]:
-    """(the dataset view the task runs on, its target): full class 3 (digit 3 / Dress), a fine class inside its
-    super-class, or a random 10 %."""
-    if task == "sub_class":
-        return superclass_view(dataset), SUB_CLASS[dataset]
-    return dataset, {"full_class": 3, "random": 0.1}[task]
 
 
 P = {"variant": "paper"}  # every study row below varies the paper's setting unless it says "default"
@@ -249,7 +240,7 @@ def run_grid(args, datasets, models, tasks, seeds, variants) -> None:
                     methods = _methods(task, done[cell], variants)
                     if not methods:
                         continue
-                    view, target = _task_setup(dataset, task)
+                    view, target = task_setup(dataset, task)
                     cfg = ExperimentConfig(dataset=view, model=model, task=task, target=target, seed=seed,
                                            recipe=TrainRecipe(epochs=args.epochs), methods=methods)
                     console.print(f"[bold]cell[/] {cell}")

@@ -31,8 +31,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from _cell import confidence_and_accuracy, sample_cell
-from mumis.data import superclass_view
+from _cell import confidence_and_accuracy, sample_cell, task_setup
 from mumis.methods.kfac import apply_step, kfac_removal_step, layer_matrix, weight_layers
 from mumis.methods.stopping import accuracy_tolerance, membership_threshold
 from mumis.metrics import avg_gap, evaluate
@@ -65,7 +64,7 @@ def main() -> None:
     recipe = TrainRecipe(epochs=args.epochs)
     dampings = args.damping or [recipe.weight_decay]
     console = Console(width=200)
-    dataset = args.dataset if args.task == "random" else superclass_view(args.dataset)
+    dataset = task_setup(args.dataset, args.task)[0]
     projected = ", per-class losses kept" if args.keep_class_losses else ""
     table = Table(title=f"K-FAC Newton removal on every layer{projected}, {dataset} × {args.model}, {args.task}: Avg. Gap to retrain")
     picked = defaultdict(list)  # rule → Avg. Gap of its pick, per (seed, curvature, damping)

@@ -24,8 +24,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from _cell import confidence_and_accuracy, sample_cell
-from mumis.data import superclass_view
+from _cell import confidence_and_accuracy, sample_cell, task_setup
 from mumis.methods.kfac import class_loss_gradients, layer_matrix, project_out, removal_direction, set_layers, weight_layers
 from mumis.methods.newton import scan_scales
 from mumis.methods.stopping import accuracy_tolerance, membership_threshold
@@ -48,7 +47,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20, help="the references' training recipe")
     args = parser.parse_args()
     weight_decay = TrainRecipe(epochs=args.epochs).weight_decay
-    dataset = args.dataset if args.task == "random" else superclass_view(args.dataset)
+    dataset = task_setup(args.dataset, args.task)[0]
     console = Console(width=170)
     summary = []
     for seed in args.seeds:
