@@ -192,18 +192,19 @@ def test_reprojected_path_keeps_each_class_loss_of_the_constraint_half_at_every_
     for model, here, there in zip(points, thetas, thetas[1:]):
         increment = {i: there[i] - here[i] for i in here}
         assert _norm(increment) > 0
-
-        def cosines(half):  # |cos| between the increment and each class-loss gradient of ``half`` where it starts
-            layers = weight_layers(model)
-            gradients = [{i: c[m] for i, m in enumerate(layers)} for c in class_loss_gradients(model, half)]
-            return [abs(inner(c, increment)) / (_norm(c) * _norm(increment)) for c in gradients]
-
-        assert max(cosines(even)) < 1e-3  # held to the float32 rounding of the weights
-        assert max(cosines(odd)) > 1e-2  # the odd half (the stop rule's) is not constrained
+        assert max(_cosines(model, increment, even)) < 1e-3  # held to the float32 rounding of the weights
+        assert max(_cosines(model, increment, odd)) > 1e-2  # the odd half (the stop rule's) is not constrained
     # the second increment is not the first one's direction: the path bends
     first = {i: thetas[1][i] - thetas[0][i] for i in thetas[0]}
     second = {i: thetas[2][i] - thetas[1][i] for i in thetas[0]}
     assert inner(first, second) / (_norm(first) * _norm(second)) < 1 - 1e-6
+
+
+def _cosines(model, increment: dict, half) -> list[float]:
+    """|cos| between ``increment`` and each class-loss gradient of ``half`` at ``model`` (where the increment starts)."""
+    layers = weight_layers(model)
+    gradients = [{i: c[m] for i, m in enumerate(layers)} for c in class_loss_gradients(model, half)]
+    return [abs(inner(c, increment)) / (_norm(c) * _norm(increment)) for c in gradients]
 
 
 def _norm(d: dict) -> float:
