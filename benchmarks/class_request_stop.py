@@ -1,8 +1,8 @@
 """A class request stops when it is done, at a small share of a retrain's time: the default MU-Mis and the same
 run with its stop rule checked once per pass over D_f (Algorithm 1's schedule) or without its stall rule.
 
-    python benchmarks/class_request_stop.py                                                    # Fashion-MNIST × resnet_small, Dress
-    python benchmarks/class_request_stop.py --models small_cnn resnet_small resnet_wide        # every Fashion-MNIST model
+    python benchmarks/class_request_stop.py                                               # resnet_small, class Dress
+    python benchmarks/class_request_stop.py --models small_cnn resnet_small resnet_wide   # every Fashion-MNIST model
     python benchmarks/class_request_stop.py --dataset mnist5k --models small_cnn --epochs 20   # the demo
 
 Targets: the demo ≤ 5 % of its retrain's time, every Fashion-MNIST full-class cell ≤ 2 %, Avg. Gap ≤ 0.4.
