@@ -32,22 +32,13 @@ def task_setup(dataset: str, task_kind: str) -> tuple[str, float]:
 def sample_cell(dataset: str, model: str, task_kind: str, seed: int, epochs: int):
     """A random-10 % or sub-class cell as the grid builds it: (task, training-set size, the original and the
     retrained model from mumis' model cache — trained there on first use)."""
-    from mumis.bench.experiment import persisted_split
-    from mumis.bench.references import default_cache_dir, trained_reference
-    from mumis.data import build_forget_set, load_dataset, task_from_views
+    from mumis.bench.experiment import cell_data, cell_references
     from mumis.training import TrainRecipe
 
-    cache, recipe = default_cache_dir(), TrainRecipe(epochs=epochs)
     dataset, target = task_setup(dataset, task_kind)
-    bundle = load_dataset(dataset)
-    split = persisted_split(bundle, seed, cache)
-    train, test = split.materialise(bundle)
-    forget_set = build_forget_set(task_kind, train, split, target, seed=seed)
-    task = task_from_views(train, test, split, forget_set)
-    original, _, _ = trained_reference("original", train, model, split, recipe, seed, cache, show_progress=False, test=test)
-    retrain, _, _ = trained_reference("retrain", task.retain, model, split, recipe, seed, cache,
-                                      forget_sha=forget_set.sha256, show_progress=False, test=test)
-    return task, len(train), original.eval(), retrain
+    cell = cell_data(dataset, task_kind, target, seed)
+    original, _, retrain, _ = cell_references(cell, model, TrainRecipe(epochs=epochs), seed)
+    return cell.task, len(cell.train), original.eval(), retrain
 
 
 def confidence_and_accuracy(model, data):

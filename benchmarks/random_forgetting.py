@@ -24,9 +24,8 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
-from mumis.bench.experiment import persisted_split
-from mumis.bench.references import default_cache_dir, trained_reference
-from mumis.data import build_forget_set, load_dataset, task_from_views
+from mumis.bench.experiment import cell_data, cell_references
+from mumis.bench.references import default_cache_dir
 from mumis.metrics import avg_gap, evaluate
 from mumis.models import classifier_head, create_model, logit_sensitivity
 from mumis.runtime import seed_everything
@@ -81,14 +80,9 @@ def main() -> None:
                 *(f"tail τ={t} {u} lr {lr:g}" for t, u, lr in TAIL)):
         table.add_column(col, justify="right")
     for seed in args.seeds:
-        bundle = load_dataset(args.dataset)
-        split = persisted_split(bundle, seed, cache)
-        train, test = split.materialise(bundle)
-        forget_set = build_forget_set("random", train, split, 0.1, seed=seed)
-        task = task_from_views(train, test, split, forget_set)
-        original, _, _ = trained_reference("original", train, args.model, split, recipe, seed, cache, show_progress=False, test=test)
-        retrain, _, _ = trained_reference("retrain", task.retain, args.model, split, recipe, seed, cache,
-                                          forget_sha=forget_set.sha256, show_progress=False, test=test)
+        cell = cell_data(args.dataset, "random", 0.1, seed, cache)
+        task, train = cell.task, cell.train
+        original, _, retrain, _ = cell_references(cell, args.model, recipe, seed, cache)
         reference = evaluate(retrain, task)
         seed_everything(seed + 100)
         other = create_model(args.model, task.num_classes, train.in_channels)

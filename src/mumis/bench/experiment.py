@@ -14,6 +14,7 @@ from mumis.bench.plots import plot_trace
 from mumis.bench.references import default_cache_dir, trained_reference
 from mumis.bench.results import ResultRow, config_hash, git_sha, write_json, write_rows
 from mumis.data import (
+    ForgetSet,
     ImageDataset,
     Split,
     TaskData,
@@ -56,6 +57,40 @@ def persisted_split(bundle, seed: int, cache_dir: Path, holdout_fraction: float 
     split = make_split(bundle, seed, holdout_fraction)
     split.save(path)
     return split
+
+
+@dataclass(frozen=True)
+class CellData:
+    """One cell's data as every experiment builds it: the persisted split, its train and test views, the forget set
+    and the task (D_f, D_r, D_t and the held-out half of the test split)."""
+
+    split: Split
+    train: ImageDataset
+    test: ImageDataset
+    forget_set: ForgetSet
+    task: TaskData
+
+
+def cell_data(dataset: str, task: str, target: float, seed: int, cache_dir: Path | None = None,
+              data_dir: Optional[str] = None, holdout_fraction: float = 0.2) -> CellData:
+    """Load ``dataset``, read (or make) its split for ``seed`` and build the forget set ``task``=``target`` on it."""
+    bundle = load_dataset(dataset, data_dir)
+    split = persisted_split(bundle, seed, Path(cache_dir) if cache_dir else default_cache_dir(), holdout_fraction)
+    train, test = split.materialise(bundle)
+    forget_set = build_forget_set(task, train, split, target, seed=seed)
+    return CellData(split, train, test, forget_set, task_from_views(train, test, split, forget_set))
+
+
+def cell_references(data: CellData, model: str, recipe: TrainRecipe, seed: int, cache_dir: Path | None = None,
+                    show_progress: bool = False):
+    """(original, its metadata, retrain, its metadata) for the cell, from the model cache (trained on first use)."""
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    original, original_meta, _ = trained_reference("original", data.train, model, data.split, recipe, seed, cache_dir,
+                                                   show_progress=show_progress, test=data.test)
+    retrain, retrain_meta, _ = trained_reference("retrain", data.task.retain, model, data.split, recipe, seed,
+                                                 cache_dir, forget_sha=data.forget_set.sha256,
+                                                 show_progress=show_progress, test=data.test)
+    return original, original_meta, retrain, retrain_meta
 
 
 def _row(name: str, cfg: ExperimentConfig, task: TaskData, metrics: dict, wall_s: float,
@@ -115,26 +150,21 @@ def run_experiment(
     """Run every method of ``cfg`` against the retrain reference; write rows, checkpoints and trace plots to ``out_dir``."""
     console = console or Console()
     out_dir, cache_dir = Path(out_dir), Path(cache_dir) if cache_dir else default_cache_dir()
-    bundle = load_dataset(cfg.dataset, cfg.data_dir)
-    split = persisted_split(bundle, cfg.seed, cache_dir, cfg.holdout_fraction)
-    train, test = split.materialise(bundle)
-    forget_set = build_forget_set(cfg.task, train, split, cfg.target, seed=cfg.seed)
+    cell = cell_data(cfg.dataset, cfg.task, cfg.target, cfg.seed, cache_dir, cfg.data_dir, cfg.holdout_fraction)
+    split, train, forget_set, task = cell.split, cell.train, cell.forget_set, cell.task
     split.save(out_dir / "split.json")
     forget_set.save(out_dir / "forget.json")
-    task = task_from_views(train, test, split, forget_set)
     console.print(f"[bold]{cfg.dataset}[/] {cfg.task}={cfg.target}: |D_f|={len(task.forget)}  |D_r|={len(task.retain)}  "
                   f"|D_t|={len(task.test)}  split {split.sha256[:12]}  forget {forget_set.sha256[:12]}")
 
     base_hash = config_hash({k: v for k, v in cfg.to_dict().items() if k != "methods"})
     rows = []
-    original, original_meta, _ = trained_reference("original", train, cfg.model, split, cfg.recipe, cfg.seed, cache_dir,
-                                                   show_progress=show_progress, test=test)
+    original, original_meta, retrain, retrain_meta = cell_references(cell, cfg.model, cfg.recipe, cfg.seed, cache_dir,
+                                                                     show_progress)
+    rows.append(_row("retrain", cfg, task, evaluate(retrain, task), retrain_meta.wall_s, trained=retrain_meta,
+                     config_hash=base_hash))
     rows.append(_row("original", cfg, task, evaluate(original, task), original_meta.wall_s, trained=original_meta,
                      config_hash=base_hash))
-    retrain, retrain_meta, _ = trained_reference("retrain", task.retain, cfg.model, split, cfg.recipe, cfg.seed, cache_dir,
-                                                 forget_sha=forget_set.sha256, show_progress=show_progress, test=test)
-    rows.insert(0, _row("retrain", cfg, task, evaluate(retrain, task), retrain_meta.wall_s, trained=retrain_meta,
-                        config_hash=base_hash))
 
     surrogate = None
     if cfg.surrogate:
