@@ -84,7 +84,7 @@ def test_plateau_rule():
 
 def test_presets_and_option_validation():
     default, paper = get_method("mumis_study").config, get_method("mumis_study", variant="paper").config
-    assert (default.objective, default.update, default.lr_scale, default.fa_floor) == ("target_only", "head", "curvature", 0.0)
+    assert (default.objective, default.update, default.lr_scale, default.fa_floor) == ("target_only", "head", "curvature", 0.1)
     assert (paper.objective, paper.update, paper.lr_scale, paper.lr, paper.stop, paper.fa_floor) == (
         "paper", "all", "fixed", 1e-3, "dip_recover", None)
     assert get_method("mumis_study", variant="bounded").config.objective == "bounded"

@@ -125,6 +125,19 @@ def test_the_stall_rule_compares_passes_not_steps():
     assert [t for t in range(40) if floor({"step": t, "forget_acc": 50.0 - min(t, 20) // 5})][0] == 15  # every step
 
 
+def test_a_class_request_does_not_wait_for_the_last_sample_in_a_thousand():
+    """Forget accuracy as a Fashion-MNIST class request read it (6,000 samples, 94 steps a pass): one sample stayed in
+    the class from step 24 on. The default stops at the first reading within 0.1 points of the retrain's 0 % — one
+    sample is 0.017 % — where waiting for 0 % ran until the stall rule, 188 steps; two in a thousand is not done."""
+    readings = {0: 92.6, 6: 17.5, 12: 0.95, 16: 0.23, 18: 0.067, 24: 0.017}
+    default = _ForgetAccuracy(MuMisConfig().fa_floor, MuMisConfig().stall_passes, per_pass=94)
+    assert [t for t, fa in readings.items() if default({"step": t, "forget_acc": fa})] == [18, 24]
+    exact = _ForgetAccuracy(0.0, 1.0, per_pass=94)
+    fired = [(t, exact({"step": t, "forget_acc": readings[max(k for k in readings if k <= t)]})) for t in range(300)]
+    assert [(t, r) for t, r in fired if r][0] == (188, "fa_stalled")
+    assert _ForgetAccuracy(MuMisConfig().fa_floor, None, 94)({"step": 5, "forget_acc": 0.2}) is None
+
+
 def test_a_class_request_stops_one_pass_after_forget_accuracy_stops_falling(digits_model, digits_task):
     """A floor that cannot be reached stands in for a few stubborn samples: the run ends on the stall rule, one pass
     over D_f after the last pass that lowered forget accuracy, not at the step cap — checked after every step, the

@@ -31,8 +31,8 @@ def product_equivalent(method: str, options: dict) -> Optional[tuple[str, dict]]
         study = get_method("mumis_study", **options).config
         same_stop = {"loss_plateau": "forget_acc"}.get(study.stop, study.stop) == product.stop
         # the study checks a forget-accuracy floor under any stop rule, the product only under its own; a floor of 0
-        # is never reached by a sample request (its held-out guard stops first)
-        same_floor = product.stop == "forget_acc" or study.fa_floor in (None, 0.0)
+        # or the default's 0.1 % is never reached by a sample request (its held-out guard stops first)
+        same_floor = product.stop == "forget_acc" or study.fa_floor is None or study.fa_floor <= 0.1
         unread = {"stop"} | ({"fa_floor", "stall_passes"} if product.stop != "forget_acc" else set())
         shared = [f.name for f in dataclasses.fields(product) if f.name not in unread]
         if same_stop and same_floor and all(getattr(study, f) == getattr(product, f) for f in shared):

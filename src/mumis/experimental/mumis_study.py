@@ -136,7 +136,7 @@ class MuMisStudyConfig:
     monitor_classes: int = 3  # irrelevant classes per sample in the fixed panel that measures S(D_f)
     monitor_size: int = 1024  # sensitivities are measured on this many forget samples (fixed); accuracy on all
     explode_factor: float = 50.0  # divergence: |batch loss| above this × the starting mean ‖∇x f_c‖²
-    fa_floor: Optional[float] = 0.0  # class requests: stop once forget accuracy (%) is at or below this (None: off)
+    fa_floor: Optional[float] = 0.1  # class requests: stop once forget accuracy (%) is at or below this (None: off)
     # class requests: stop once forget accuracy has not fallen for this many passes over D_f (a few stubborn samples
     # must not run the step cap; None: off)
     stall_passes: Optional[float] = 1.0
