@@ -10,8 +10,9 @@ verify`), then trains the retrain reference without everything forgotten (`mumis
 on a model that earlier requests produced runs on the chain's first model for every sample forgotten so far) and how
 many samples that removed, whether `newton`'s held-out curvature of that model was computed or read back from the
 cache (an earlier request of the chain computed it), the wall time of the whole `forget` command and of `verify`;
-then FA / RA / TA / MIA and Avg. Gap to that retrain for the last model and for doing nothing, and with several
-seeds their means.
+then FA / RA / TA / MIA and Avg. Gap to that retrain for the last model, for doing nothing and for a second retrain
+from another seed (how far two retrains without the same samples are from each other: the noise floor of the
+comparison), and with several seeds their means.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 MUMIS = str(Path(sys.executable).parent / "mumis")
+OTHER_SEED = 1000  # the noise-floor retrain's seed, offset from the reference's
 
 
 def _run(*args) -> tuple[str, float]:
@@ -102,12 +104,16 @@ def lifecycle(args, seed: int, console: Console) -> dict:
         _run("split", args.dataset, "--out", d / "all", "--seed", seed, "--forget-ids", d / "all.txt")
         _, retrain_s = _run("train", "--split", d / "all/split.json", "--forget", d / "all/forget.json",
                             "--out", d / "retrain.safetensors", "--epochs", args.epochs, "--seed", seed)
+        # the noise floor: the same retrain from another initialisation and data order is this far from the reference
+        _run("train", "--split", d / "all/split.json", "--forget", d / "all/forget.json",
+             "--out", d / "retrain2.safetensors", "--epochs", args.epochs, "--seed", seed + OTHER_SEED)
         bundle = load_dataset(args.dataset)
         train, test = split.materialise(bundle)
         task = task_from_views(train, test, split, explicit_ids(split, chosen.tolist()))
         scores = {name: evaluate(load_checkpoint(d / f"{stem}.safetensors")[0], task)
                   for name, stem in (("retrain", "retrain"), ("doing nothing", "model0"),
-                                     (f"after {args.requests} requests", f"model{args.requests}"))}
+                                     (f"after {args.requests} requests", f"model{args.requests}"),
+                                     ("another retrain (noise floor)", "retrain2"))}
     table = Table(title=f"seed {seed}: against a retrain without all {len(chosen)} samples ({retrain_s:.0f} s)")
     for col in ("model", "FA", "RA", "TA", "MIA", "Avg. Gap", "RA drift", "TA drift"):
         table.add_column(col, justify="right")
