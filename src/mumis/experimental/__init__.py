@@ -21,6 +21,7 @@ def product_equivalent(method: str, options: dict) -> Optional[tuple[str, dict]]
     plateau, which never fired on the grid). newton: the study's settings resolve to the product's ScanSettings."""
     from mumis.errors import MumisError
     from mumis.methods import get_method
+    from mumis.methods.mumis import MuMisConfig
     from mumis.methods.newton import ScanSettings
 
     if method == "mumis_study":
@@ -30,9 +31,9 @@ def product_equivalent(method: str, options: dict) -> Optional[tuple[str, dict]]
             return None
         study = get_method("mumis_study", **options).config
         same_stop = {"loss_plateau": "forget_acc"}.get(study.stop, study.stop) == product.stop
-        # the study checks a forget-accuracy floor under any stop rule, the product only under its own; a floor of 0
-        # or the default's 0.1 % is never reached by a sample request (its held-out guard stops first)
-        same_floor = product.stop == "forget_acc" or study.fa_floor is None or study.fa_floor <= 0.1
+        # the study checks a forget-accuracy floor under any stop rule, the product only under its own; a floor no
+        # higher than the product's default is never reached by a sample request (its held-out guard stops first)
+        same_floor = product.stop == "forget_acc" or study.fa_floor is None or study.fa_floor <= MuMisConfig.fa_floor
         unread = {"stop"} | ({"fa_floor", "stall_passes"} if product.stop != "forget_acc" else set())
         shared = [f.name for f in dataclasses.fields(product) if f.name not in unread]
         if same_stop and same_floor and all(getattr(study, f) == getattr(product, f) for f in shared):
