@@ -56,14 +56,15 @@ def main() -> None:
         for seed in args.seeds:
             cfg = ExperimentConfig(dataset=args.dataset, model=model, task="full_class", target=args.target, seed=seed,
                                    recipe=TrainRecipe(epochs=args.epochs))
-            task = cell_data(cfg.dataset, cfg.task, cfg.target, seed).task  # as run_experiment builds it
+            cell = cell_data(cfg.dataset, cfg.task, cfg.target, seed)
+            task = cell.task
             per_pass = math.ceil(len(task.forget) / 64)  # optimiser steps in one pass over D_f (batch size 64)
             cfg = dataclasses.replace(cfg, methods=(("default", "mumis", ()),
                                                     ("checked once per pass", "mumis", (("check_every", per_pass),)),
                                                     ("no stall rule", "mumis", (("stall_passes", None),)),
                                                     ("floor 0 %", "mumis", (("fa_floor", 0.0),))))
             with tempfile.TemporaryDirectory() as tmp:
-                rows = run_experiment(cfg, tmp, show_progress=False, console=console)
+                rows = run_experiment(cfg, tmp, show_progress=False, console=console, cell=cell)
             retrain_now = retrain_epoch_seconds(cfg, task) * args.epochs
             retrain = rows[0]
             for r in rows[2:]:

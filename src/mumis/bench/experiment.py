@@ -145,12 +145,19 @@ def save_unlearned(
 
 def run_experiment(
     cfg: ExperimentConfig, out_dir: str | Path, cache_dir: str | Path | None = None,
-    show_progress: bool = True, console: Console | None = None,
+    show_progress: bool = True, console: Console | None = None, cell: CellData | None = None,
 ) -> list[ResultRow]:
-    """Run every method of ``cfg`` against the retrain reference; write rows, checkpoints and trace plots to ``out_dir``."""
+    """Run every method of ``cfg`` against the retrain reference; write rows, checkpoints and trace plots to ``out_dir``.
+
+    ``cell``: the cell's data when the caller has already built it with :func:`cell_data` for this ``cfg`` (not
+    rebuilt; a cell of another dataset, seed or request is refused)."""
     console = console or Console()
     out_dir, cache_dir = Path(out_dir), Path(cache_dir) if cache_dir else default_cache_dir()
-    cell = cell_data(cfg.dataset, cfg.task, cfg.target, cfg.seed, cache_dir, cfg.data_dir, cfg.holdout_fraction)
+    if cell is None:
+        cell = cell_data(cfg.dataset, cfg.task, cfg.target, cfg.seed, cache_dir, cfg.data_dir, cfg.holdout_fraction)
+    elif (cell.split.dataset, cell.split.seed, cell.forget_set.request) != (cfg.dataset, cfg.seed, cfg.task):
+        raise ValueError(f"the cell given is {cell.split.dataset} seed {cell.split.seed} {cell.forget_set.request}, the "
+                         f"config {cfg.dataset} seed {cfg.seed} {cfg.task}: build it with cell_data for this config")
     split, train, forget_set, task = cell.split, cell.train, cell.forget_set, cell.task
     split.save(out_dir / "split.json")
     forget_set.save(out_dir / "forget.json")
