@@ -48,13 +48,32 @@ def test_a_seed_meets_the_target_only_with_both_gap_and_auc(tmp_path):
     assert sc.cell_rows([_row("original", 0, 2.0)], {}, "auto")[0][5] == "not run"
 
 
+def test_a_per_example_run_is_judged_on_its_own_references(tmp_path):
+    sc = _script()
+    db = tmp_path / "run.sqlite"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE rows (method, task_kind, dataset, model, seed, avg_gap, data)")
+        for method, seed, gap, auc in (("retrain", 0, 0.0, 0.50), ("original", 0, 1.5, 0.56),
+                                       ("newton (auto)", 0, 0.8, 0.53), ("retrain", 1, 0.0, 0.51),
+                                       ("original", 1, 1.1, 0.52), ("newton (auto)", 1, 1.2, 0.51),
+                                       ("retrain", 2, 0.0, 0.50), ("original", 2, 1.0, 0.55)):  # seed 2: auto not run
+            con.execute("INSERT INTO rows VALUES (?, 'random', 'd', 'small_cnn', ?, ?, ?)",
+                        (method, seed, gap, json.dumps({"lira_auc": auc})))
+        con.execute("INSERT INTO rows VALUES ('original', 'full_class', 'd', 'small_cnn', 0, 0.1, '{}')")
+    assert sc.run_rows([db, tmp_path / "absent.sqlite"]) == [
+        ("d × small_cnn, random", "0 / 1", "1.50 / 1.10", "+0.060 / +0.010", "0.80 / 1.20", "+0.030 / +0.000",
+         "1 of 2")]
+
+
 def test_the_research_log_table_is_what_the_script_prints(monkeypatch):
     sc = _script()
     monkeypatch.setattr("sys.argv", ["sample_cells.py", "--markdown"])
     out = io.StringIO()
     with redirect_stdout(out):
         sc.main()
-    printed = out.getvalue().strip().splitlines()
-    assert len(printed) == 2 + 12  # header, rule, the grid's twelve sample-request cells
+    grid, runs = [t.splitlines() for t in out.getvalue().strip().split("\n\n")]
+    assert len(grid) == 2 + 12  # header, rule, the grid's twelve sample-request cells
+    assert len(runs) >= 2 + 6  # the demo's six per-example cells, and Fashion-MNIST's where run
+    printed = grid + runs
     doc = (ROOT / "docs" / "research" / "sample-request-cells.md").read_text().splitlines()
     assert [line for line in doc if line.startswith("| ")] == [p for p in printed if p.startswith("| ")]
