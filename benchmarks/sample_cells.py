@@ -70,19 +70,19 @@ def run_rows(paths) -> list[tuple[str, ...]]:
         seeds = sorted(s for s, m in cells[cell].items() if {"retrain", "original", "newton (auto)"} <= set(m))
         if not seeds:
             continue
-
-        def figures(method):
-            gaps = [cells[cell][s][method][0] for s in seeds]
-            deltas = [None if cells[cell][s][method][1] is None or cells[cell][s]["retrain"][1] is None
-                      else cells[cell][s][method][1] - cells[cell][s]["retrain"][1] for s in seeds]
-            return gaps, deltas
-
-        nothing, ours = figures("original"), figures("newton (auto)")
+        nothing, ours = (_figures(cells[cell], seeds, m) for m in ("original", "newton (auto)"))
         met = sum(1 for g, d in zip(*ours) if g <= GAP and d is not None and abs(d) <= AUC)
         out.append((f"{cell[0]} × {cell[1]}, {cell[2].replace('_', '-')}", _joined(seeds, "d"),
                     _joined(nothing[0], ".2f"), _joined(nothing[1], "+.3f"), _joined(ours[0], ".2f"),
                     _joined(ours[1], "+.3f"), f"{met} of {len(seeds)}"))
     return out
+
+
+def _figures(by_seed: dict, seeds: list, method: str) -> tuple[list, list]:
+    """``method``'s Avg. Gap per seed and its AUC minus the retrain's (None where either AUC is missing)."""
+    gaps = [by_seed[s][method][0] for s in seeds]
+    aucs = [(by_seed[s][method][1], by_seed[s]["retrain"][1]) for s in seeds]
+    return gaps, [None if a is None or r is None else a - r for a, r in aucs]
 
 
 def _joined(values, fmt: str) -> str:

@@ -21,7 +21,7 @@ def test_a_prebuilt_cell_gives_the_rows_of_a_cell_built_inside(tmp_path):
     assert (tmp_path / "b" / "forget.json").read_bytes() == (tmp_path / "a" / "forget.json").read_bytes()
 
 
-@pytest.mark.parametrize("other", [dict(seed=1), dict(task="random", target=0.1)])
+@pytest.mark.parametrize("other", [dict(seed=1), dict(target=2), dict(task="random", target=0.1)])
 def test_a_cell_of_another_config_is_refused(tmp_path, other):
     cell = cell_data(CFG.dataset, other.get("task", CFG.task), other.get("target", CFG.target),
                      other.get("seed", CFG.seed), tmp_path)

@@ -93,6 +93,12 @@ def cell_references(data: CellData, model: str, recipe: TrainRecipe, seed: int, 
     return original, original_meta, retrain, retrain_meta
 
 
+def _target(forget_set: ForgetSet) -> float:
+    """The ``target`` a forget set was built for: its class, its fine class or its fraction."""
+    key = {"full_class": "class", "sub_class": "fine_class", "random": "fraction"}.get(forget_set.request)
+    return float(forget_set.params[key]) if key else math.nan
+
+
 def _row(name: str, cfg: ExperimentConfig, task: TaskData, metrics: dict, wall_s: float,
          trained: Optional[CheckpointMeta] = None, **extra) -> ResultRow:
     """One result row; a reference row (``trained``: its checkpoint's sidecar) also records where the model was
@@ -155,9 +161,11 @@ def run_experiment(
     out_dir, cache_dir = Path(out_dir), Path(cache_dir) if cache_dir else default_cache_dir()
     if cell is None:
         cell = cell_data(cfg.dataset, cfg.task, cfg.target, cfg.seed, cache_dir, cfg.data_dir, cfg.holdout_fraction)
-    elif (cell.split.dataset, cell.split.seed, cell.forget_set.request) != (cfg.dataset, cfg.seed, cfg.task):
-        raise ValueError(f"the cell given is {cell.split.dataset} seed {cell.split.seed} {cell.forget_set.request}, the "
-                         f"config {cfg.dataset} seed {cfg.seed} {cfg.task}: build it with cell_data for this config")
+    else:
+        given = (cell.split.dataset, cell.split.seed, cell.forget_set.request, _target(cell.forget_set))
+        if given != (cfg.dataset, cfg.seed, cfg.task, float(cfg.target)):
+            raise ValueError(f"the cell given is {given}, the config's {(cfg.dataset, cfg.seed, cfg.task, cfg.target)}: "
+                             f"build it with cell_data for this config")
     split, train, forget_set, task = cell.split, cell.train, cell.forget_set, cell.task
     split.save(out_dir / "split.json")
     forget_set.save(out_dir / "forget.json")
