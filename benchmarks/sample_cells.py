@@ -53,6 +53,12 @@ def auc_deltas(path: Path) -> dict:
             if m == "newton (auto)" and value is not None and auc.get(("retrain", t, d, mo, s)) is not None}
 
 
+def _cell_order(cell: tuple) -> tuple:
+    """(dataset, model, task) cells by task, then dataset, then model from the smallest."""
+    dataset, model, task = cell
+    return task, dataset, MODELS.index(model) if model in MODELS else len(MODELS), model
+
+
 def run_rows(paths) -> list[tuple[str, ...]]:
     """Per cell of each per-example run, both figures of doing nothing and of ``auto`` from that run's own rows (one
     reference pair per seed), so cells whose references differ from the variants grid's are still judged."""
@@ -66,7 +72,7 @@ def run_rows(paths) -> list[tuple[str, ...]]:
                 if task in ("random", "sub_class"):
                     cells[(dataset, model, task)][seed][method] = (gap, json.loads(data).get("lira_auc"))
     out = []
-    for cell in sorted(cells, key=lambda c: (c[2], c[0], MODELS.index(c[1]) if c[1] in MODELS else c[1])):
+    for cell in sorted(cells, key=_cell_order):
         seeds = sorted(s for s, m in cells[cell].items() if {"retrain", "original", "newton (auto)"} <= set(m))
         if not seeds:
             continue
@@ -95,7 +101,7 @@ def cell_rows(results: list[dict], deltas: dict, label: str) -> list[tuple[str, 
         if r["task"] in ("random", "sub_class"):
             gaps[(r["dataset"], r["model"], r["task"])][r["method"]][r["seed"]] = r["avg_gap"]
     out = []
-    for cell in sorted(gaps, key=lambda c: (c[2], c[0], MODELS.index(c[1]) if c[1] in MODELS else c[1])):
+    for cell in sorted(gaps, key=_cell_order):
         methods = gaps[cell]
         nothing = methods.get("original", {})
         ours = methods.get(label, {})

@@ -93,12 +93,6 @@ def cell_references(data: CellData, model: str, recipe: TrainRecipe, seed: int, 
     return original, original_meta, retrain, retrain_meta
 
 
-def _target(forget_set: ForgetSet) -> float:
-    """The ``target`` a forget set was built for: its class, its fine class or its fraction."""
-    key = {"full_class": "class", "sub_class": "fine_class", "random": "fraction"}.get(forget_set.request)
-    return float(forget_set.params[key]) if key else math.nan
-
-
 def _row(name: str, cfg: ExperimentConfig, task: TaskData, metrics: dict, wall_s: float,
          trained: Optional[CheckpointMeta] = None, **extra) -> ResultRow:
     """One result row; a reference row (``trained``: its checkpoint's sidecar) also records where the model was
@@ -156,13 +150,13 @@ def run_experiment(
     """Run every method of ``cfg`` against the retrain reference; write rows, checkpoints and trace plots to ``out_dir``.
 
     ``cell``: the cell's data when the caller has already built it with :func:`cell_data` for this ``cfg`` (not
-    rebuilt; a cell of another dataset, seed or request is refused)."""
+    rebuilt; a cell of another dataset, seed, request or target is refused)."""
     console = console or Console()
     out_dir, cache_dir = Path(out_dir), Path(cache_dir) if cache_dir else default_cache_dir()
     if cell is None:
         cell = cell_data(cfg.dataset, cfg.task, cfg.target, cfg.seed, cache_dir, cfg.data_dir, cfg.holdout_fraction)
     else:
-        given = (cell.split.dataset, cell.split.seed, cell.forget_set.request, _target(cell.forget_set))
+        given = (cell.split.dataset, cell.split.seed, cell.forget_set.request, cell.forget_set.target)
         if given != (cfg.dataset, cfg.seed, cfg.task, float(cfg.target)):
             raise ValueError(f"the cell given is {given}, the config's {(cfg.dataset, cfg.seed, cfg.task, cfg.target)}: "
                              f"build it with cell_data for this config")

@@ -193,6 +193,13 @@ class ForgetSet(_HashedRecord):
                "forgotten_classes": optional(list_of(INT)), "forgotten_fines": optional(list_of(INT))}
     _OPTIONAL = ("forgotten_class", "forgotten_fine", "forgotten_classes", "forgotten_fines")
 
+    @property
+    def target(self) -> Optional[float]:
+        """The value :func:`build_forget_set` was given: the class, the fine class or the fraction (None for the
+        request kinds it does not build)."""
+        key = {"full_class": "class", "sub_class": "fine_class", "random": "fraction"}.get(self.request)
+        return float(self.params[key]) if key else None
+
     def validate(self, source: str, fix: str) -> None:
         super().validate(source, fix)
         if len(self.indices) == 0:
