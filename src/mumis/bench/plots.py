@@ -3,7 +3,15 @@ switched and no global figure state is touched in the caller's process, and matp
 figure is drawn (serving a request without ``--trace`` never pays for it)."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
+
+
+def fitted_title(fig, text: str, fontsize: float = 11.0) -> None:
+    """``fig.suptitle(text)`` wrapped onto as many lines as the figure's width needs, so a long title (dataset ·
+    model · task · seed) is never cut off at the figure's edges."""
+    per_line = max(int(fig.get_figwidth() * 72 / (0.6 * fontsize)), 20)  # ≈ 0.6 em per character
+    fig.suptitle(textwrap.fill(text, per_line), fontsize=fontsize)
 
 
 def plot_trace(trace: list[dict], stop_reason: str, path: str | Path, delta: float | None = None, title: str = "") -> Path:
@@ -28,7 +36,7 @@ def plot_trace(trace: list[dict], stop_reason: str, path: str | Path, delta: flo
     for ax in axes:
         ax.axvline(steps[-1], color="black", ls=":", lw=1)
     axes[0].annotate(f"stop: {stop_reason}", (steps[-1], 95), ha="right", fontsize=9)
-    fig.suptitle(title)
+    fitted_title(fig, title)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

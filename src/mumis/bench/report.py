@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 from matplotlib.figure import Figure  # a bare Figure: no pyplot, no backend switched in the caller's process
 
-from mumis.bench.plots import plot_trace
+from mumis.bench.plots import fitted_title, plot_trace
 from mumis.bench.store import ResultStore
 from mumis.data import atomic_write_text
 from mumis.metrics import mean_ci
@@ -97,7 +97,7 @@ def _fig_sensitivity(profiles: dict, title: str, path: Path) -> Path:
         ax.hist(o, bins=bins, alpha=0.6, label="irrelevant mean ‖∇x f_c'‖")
         ax.set(title=f"Fig. 3: {role} model", xlabel="sensitivity")
         ax.legend(fontsize=8)
-    fig.suptitle(title)
+    fitted_title(fig, title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return path
@@ -119,7 +119,7 @@ def _fig_delta(rows_by_task: dict, title: str, path: Path) -> Path:
         ax.set_xticks(x, methods, rotation=45, ha="right", fontsize=8)
         ax.set(title=task, ylabel="% of D_f samples", ylim=(0, 100))
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(title)
+    fitted_title(fig, title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return path
@@ -141,7 +141,7 @@ def _fig_per_example(rows: list[dict], title: str, path: Path) -> Path:
         ax.hist(np.clip(scores, low, high), bins, histtype="step", density=True, label=m, **style)
     ax.set(xlabel="LiRA score of a D_f sample (high: looks like a member)", ylabel="density")
     ax.legend(fontsize=7)
-    fig.suptitle(f"{title} (seed {seed})")
+    fitted_title(fig, f"{title} (seed {seed})")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return path
@@ -182,7 +182,7 @@ def _fig_sequential(rows: list[dict], title: str, path: Path) -> Path:
         ax.set(title=t, xlabel="requests served")
         ax.set_xticks(all_steps)
     axes[0].legend(fontsize=8)
-    fig.suptitle(title)
+    fitted_title(fig, title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return path
