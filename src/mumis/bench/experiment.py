@@ -76,6 +76,11 @@ def cell_data(dataset: str, task: str, target: float, seed: int, cache_dir: Path
     """Load ``dataset``, read (or make) its split for ``seed`` and build the forget set ``task``=``target`` on it."""
     bundle = load_dataset(dataset, data_dir)
     split = persisted_split(bundle, seed, Path(cache_dir) if cache_dir else default_cache_dir(), holdout_fraction)
+    return cell_on_split(bundle, split, task, target, seed)
+
+
+def cell_on_split(bundle, split: Split, task: str, target: float, seed: int) -> CellData:
+    """The cell of forget set ``task``=``target`` on a given ``split`` of ``bundle``."""
     train, test = split.materialise(bundle)
     forget_set = build_forget_set(task, train, split, target, seed=seed)
     return CellData(split, train, test, forget_set, task_from_views(train, test, split, forget_set))

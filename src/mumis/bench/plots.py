@@ -7,11 +7,11 @@ import textwrap
 from pathlib import Path
 
 
-def fitted_title(fig, text: str, fontsize: float = 11.0) -> None:
+def fitted_title(fig, text: str, fontsize: float = 11.0):
     """``fig.suptitle(text)`` wrapped onto as many lines as the figure's width needs, so a long title (dataset ·
-    model · task · seed) is never cut off at the figure's edges."""
+    model · task · seed) is never cut off at the figure's edges. Returns the title's ``Text``."""
     per_line = max(int(fig.get_figwidth() * 72 / (0.6 * fontsize)), 20)  # ≈ 0.6 em per character
-    fig.suptitle(textwrap.fill(text, per_line), fontsize=fontsize)
+    return fig.suptitle(textwrap.fill(text, per_line), fontsize=fontsize)
 
 
 def plot_trace(trace: list[dict], stop_reason: str, path: str | Path, delta: float | None = None, title: str = "") -> Path:
