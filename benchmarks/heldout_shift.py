@@ -10,8 +10,8 @@ model classifies the test images about 1 point worse than its training images, a
 from the retrain where doing nothing is 0.64–0.87 (docs/report-fmnist/per-example). This run removes that shift and
 nothing else (same model, recipe, request size and methods) and prints, per seed, each model's FA / RA / TA / MIA,
 Avg. Gap to the retrain and stop reason (the retrain's FA − TA shows whether the shift is gone); with ``--shadows``
-also online LiRA's AUC of D_f against the held-out images, on shadows trained on halves of this split's pool. References come from
-mumis' model cache (trained on first use: 2.5–4.5 minutes each on 2 cores).
+also online LiRA's AUC of D_f against the held-out images, on shadows trained on halves of this split's pool.
+References come from mumis' model cache (trained on first use: 2.5–4.5 minutes each on 2 cores).
 """
 from __future__ import annotations
 
