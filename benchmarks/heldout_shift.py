@@ -34,9 +34,9 @@ METHODS = (("newton (auto)", "newton", (("layers", "all"),)), ("mumis", "mumis",
 
 def training_pool_cell(bundle: DatasetBundle, seed: int, fraction: float = 0.1, holdout: float = 0.2) -> CellData:
     """A random-``fraction`` cell whose test set is a stratified ``holdout`` share of ``bundle``'s training pool (the
-    official test set, if any, is not used): D_f, D_r and the held-out data all come from one distribution."""
-    pool_only = DatasetBundle(bundle.name, bundle.train, None)
-    return cell_on_split(pool_only, make_split(pool_only, seed, holdout), "random", fraction, seed)
+    split `mumis split --holdout` makes; the official test set is not used): D_f, D_r and the held-out data all come
+    from one distribution."""
+    return cell_on_split(bundle, make_split(bundle, seed, holdout, from_pool=True), "random", fraction, seed)
 
 
 def per_example_aucs(cell: CellData, cfg: ExperimentConfig, out: Path, n_shadows: int) -> dict[str, float]:

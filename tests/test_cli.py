@@ -2,6 +2,7 @@
 import hashlib
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -87,6 +88,8 @@ def test_forget_refuses_to_overwrite_its_input(workdir):
     (["split", "nope", "--out", "{d}/x"], "unknown dataset 'nope'"),
     (["split", "digits", "--out", "{d}/x", "--forget-class", "12"], "out of range"),
     (["split", "digits", "--out", "{d}/x", "--forget-random", "0.0001"], "forget set is empty"),
+    (["split", "digits", "--out", "{d}/x", "--holdout", "1.5"], "--holdout must be a fraction between 0 and 1"),
+    (["split", "digits", "--out", "{d}/x", "--holdout", "nan"], "--holdout must be a fraction between 0 and 1"),
     (["train", "--split", "{d}/split.json", "--out", "{d}/x.safetensors", "--model", "nope"], "unknown model 'nope'"),
     (["forget", "{d}/original.safetensors", "--split", "{d}/split.json", "--forget", "{d}/forget.json",
       "--out", "{d}/x.safetensors", "--method", "nope"], "unknown method 'nope'"),
@@ -104,6 +107,26 @@ def test_bad_input_gives_a_clear_error_and_writes_nothing(workdir, args, message
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert not (workdir / "x.safetensors").exists() and not (workdir / "x").exists()
+
+
+def test_split_holdout_draws_the_test_set_from_the_training_pool(tmp_path):
+    from mumis.data import ForgetSet, Split, load_dataset
+    from mumis.data.sources import DEBIAN_FASHION_MNIST
+
+    if not (DEBIAN_FASHION_MNIST / "train-labels-idx1-ubyte.gz").is_file():
+        pytest.skip("Debian package dataset-fashion-mnist is not installed")
+    _run("split", "fashion_mnist", "--out", tmp_path, "--holdout", 0.2, "--forget-random", 0.1)
+    split, forget = Split.load(tmp_path / "split.json"), ForgetSet.load(tmp_path / "forget.json")
+    assert split.test_from == "holdout" and (len(split.train), len(split.test)) == (48000, 12000)
+    assert not set(split.train.tolist()) & set(split.test.tolist()) and len(forget.indices) == 4800
+    labels = load_dataset("fashion_mnist").train.labels.numpy()
+    assert np.bincount(labels[split.test]).tolist() == [1200] * 10
+    held_out_id = tmp_path / "ids.txt"
+    held_out_id.write_text(f"{int(split.test[0])}\n")  # a held-out training image: the model never saw it
+    result = _run("split", "fashion_mnist", "--out", tmp_path / "x", "--holdout", 0.2, "--forget-ids", held_out_id,
+                  ok=False)
+    assert result.exit_code == 2 and "not in this split's training set" in " ".join(result.output.split())
+    assert not (tmp_path / "x").exists()
 
 
 def test_split_hash_mismatch_is_refused(workdir):

@@ -101,6 +101,11 @@ def split(
     dataset: str = typer.Argument(..., help="a registered dataset name (see `mumis list`)"),
     out: Path = typer.Option(..., help="folder for split.json and forget.json"),
     seed: int = typer.Option(0, help="seed of the hold-out and of random forget sets"),
+    holdout: Optional[float] = typer.Option(None, help="hold out this stratified fraction of the training pool as the "
+                                                       "test set, even where the dataset has an official one: held-out "
+                                                       "data drawn like the training data, which a sample request's "
+                                                       "stop compares the forget set with (default: the official test "
+                                                       "set, else 0.2 of the pool)"),
     forget_class: Optional[int] = typer.Option(None, help="full-class request: this class"),
     forget_subclass: Optional[int] = typer.Option(None, help="sub-class request: this fine class (cifar20)"),
     forget_random: Optional[float] = typer.Option(None, help="random request: this fraction of the training set"),
@@ -114,11 +119,13 @@ def split(
     requests = [(k, v) for k, v in (("full_class", forget_class), ("sub_class", forget_subclass), ("random", forget_random)) if v is not None]
     if len(requests) + (forget_ids is not None) > 1:
         raise MumisError("give one forget request: --forget-class, --forget-subclass, --forget-random or --forget-ids")
+    if holdout is not None and not 0.0 < holdout < 1.0:
+        raise MumisError(f"--holdout must be a fraction between 0 and 1 (e.g. 0.2), got {holdout}")
     names = ["split.json"] + (["forget.json"] if requests or forget_ids is not None else [])
     plan_folder(out, names, [forget_ids], overwrite)
     ids = read_ids(forget_ids)[0] if forget_ids is not None else None
     bundle = load_dataset(dataset, data_dir)
-    sp = make_split(bundle, seed)
+    sp = make_split(bundle, seed, 0.2 if holdout is None else holdout, from_pool=holdout is not None)
     fs = None
     if ids is not None:
         fs = explicit_ids(sp, ids)

@@ -33,6 +33,30 @@ def test_holdout_is_stratified(digits_bundle):
     assert np.all(np.abs(share - 0.2) < 0.01)
 
 
+def _bundle_with_official_test():
+    import torch
+
+    from mumis.data import DatasetBundle, ImageDataset
+    classes, labels = ("a", "b", "c", "d"), torch.arange(200) % 4
+    train = ImageDataset(torch.ones(200, 1, 4, 4, dtype=torch.uint8), labels, classes, (0.0,), (1.0,))
+    test = ImageDataset(torch.full((40, 1, 4, 4), 9, dtype=torch.uint8), torch.arange(40) % 4, classes, (0.0,), (1.0,))
+    return DatasetBundle("synthetic", train, test)
+
+
+def test_from_pool_holds_out_training_images_even_with_an_official_test_set():
+    bundle = _bundle_with_official_test()
+    official = make_split(bundle, seed=0)
+    assert official.test_from == "official" and len(official.train) == 200 and len(official.test) == 40
+    split = make_split(bundle, seed=0, holdout_fraction=0.25, from_pool=True)
+    assert split.test_from == "holdout" and split.sha256 != official.sha256
+    assert not set(split.train) & set(split.test) and len(split.train) + len(split.test) == 200
+    train, test = split.materialise(bundle)
+    assert (test.images == 1).all()  # training-pool images only, never an official test image (value 9)
+    assert np.bincount(test.labels.numpy()).tolist() == [12, 12, 12, 12]  # round(0.25 × 50) of each class
+    with pytest.raises(MumisError, match="holdout_fraction must be in"):
+        make_split(bundle, seed=0, holdout_fraction=1.0, from_pool=True)
+
+
 def test_split_roundtrip_and_tamper_detection(digits_bundle, tmp_path):
     split = make_split(digits_bundle, seed=0)
     path = split.save(tmp_path / "split.json")

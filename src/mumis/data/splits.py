@@ -103,7 +103,8 @@ class Split(_HashedRecord):
     """Which samples train the model and which evaluate it.
 
     ``train`` indexes the dataset's training pool. ``test`` indexes its official test set, or, for datasets
-    without one (``mnist5k``, ``digits``), a stratified hold-out of the training pool (``test_from="holdout"``).
+    without one (``mnist5k``, ``digits``) and on request, a stratified hold-out of the training pool
+    (``test_from="holdout"``).
     """
 
     dataset: str
@@ -148,10 +149,12 @@ class Split(_HashedRecord):
         return bundle.train.subset(self.train), test_pool.subset(self.test)
 
 
-def make_split(bundle: DatasetBundle, seed: int = 0, holdout_fraction: float = 0.2) -> Split:
-    """Use the official test set when there is one; otherwise hold out a stratified fraction of the pool."""
+def make_split(bundle: DatasetBundle, seed: int = 0, holdout_fraction: float = 0.2, from_pool: bool = False) -> Split:
+    """Use the official test set when there is one; otherwise, or with ``from_pool``, hold out a stratified
+    ``holdout_fraction`` of the training pool (held-out data drawn like the training data, which an unlearning stop
+    that compares the forget set with held-out data needs when the official test set is harder than the pool)."""
     labels = bundle.train.labels.numpy()
-    if bundle.test is not None:
+    if bundle.test is not None and not from_pool:
         train, test, source = np.arange(len(labels)), np.arange(len(bundle.test)), "official"
     else:
         if not 0.0 < holdout_fraction < 1.0:
