@@ -28,3 +28,12 @@ def test_a_cell_of_another_config_is_refused(tmp_path, other):
     with pytest.raises(ValueError, match="build it with cell_data for this config"):
         run_experiment(CFG, tmp_path / "out", cache_dir=tmp_path, show_progress=False, cell=cell)
     assert not (tmp_path / "out").exists()
+
+
+def test_persisted_splits_of_other_holdout_shares_do_not_share_a_file(tmp_path, digits_bundle):
+    from mumis.bench.experiment import persisted_split
+    first = persisted_split(digits_bundle, 0, tmp_path, 0.2)
+    other = persisted_split(digits_bundle, 0, tmp_path, 0.3)
+    again = persisted_split(digits_bundle, 0, tmp_path, 0.2)
+    assert round(len(other.test) / len(digits_bundle.train), 2) == 0.3 and other.sha256 != first.sha256
+    assert again.sha256 == first.sha256 and len(list((tmp_path / "splits").iterdir())) == 2

@@ -50,8 +50,10 @@ class ExperimentConfig:
 
 
 def persisted_split(bundle, seed: int, cache_dir: Path, holdout_fraction: float = 0.2) -> Split:
-    """The split for (dataset, seed), made on first use and read back from its index file ever after."""
-    path = cache_dir / "splits" / f"{bundle.name}-seed{seed}-{bundle.fingerprint()[:12]}.json"
+    """The split for (dataset, seed, hold-out share where the dataset has no official test set), made on first use and
+    read back from its index file ever after."""
+    test_from = "official" if bundle.test is not None else f"holdout{holdout_fraction:g}"
+    path = cache_dir / "splits" / f"{bundle.name}-seed{seed}-{test_from}-{bundle.fingerprint()[:12]}.json"
     if path.is_file():
         return Split.load(path)
     split = make_split(bundle, seed, holdout_fraction)
