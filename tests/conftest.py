@@ -21,6 +21,17 @@ def digits_bundle():
 
 
 @pytest.fixture(scope="session")
+def marked_bundle():
+    """200 training images of value 1 (4 classes of 50) and 40 official test images of value 9: any image tells which
+    part it came from."""
+    from mumis.data import DatasetBundle, ImageDataset
+    classes = ("a", "b", "c", "d")
+    train = ImageDataset(torch.ones(200, 1, 4, 4, dtype=torch.uint8), torch.arange(200) % 4, classes, (0.0,), (1.0,))
+    test = ImageDataset(torch.full((40, 1, 4, 4), 9, dtype=torch.uint8), torch.arange(40) % 4, classes, (0.0,), (1.0,))
+    return DatasetBundle("synthetic", train, test)
+
+
+@pytest.fixture(scope="session")
 def digits_split(digits_bundle):
     return make_split(digits_bundle, seed=0)
 

@@ -4,27 +4,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
-
-from mumis.data import DatasetBundle, ImageDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import heldout_shift  # noqa: E402
 
 
-def _bundle() -> DatasetBundle:
-    def images(n, value):
-        return torch.full((n, 1, 4, 4), value, dtype=torch.uint8)
-
-    labels = torch.arange(200) % 4
-    train = ImageDataset(images(200, 1), labels, ("a", "b", "c", "d"), (0.0,), (1.0,))
-    test = ImageDataset(images(40, 9), torch.arange(40) % 4, ("a", "b", "c", "d"), (0.0,), (1.0,))
-    return DatasetBundle("synthetic", train, test)
-
-
-def test_the_heldout_set_is_a_stratified_share_of_the_training_pool():
-    bundle = _bundle()
-    cell = heldout_shift.training_pool_cell(bundle, seed=0)
+def test_the_heldout_set_is_a_stratified_share_of_the_training_pool(marked_bundle):
+    cell = heldout_shift.training_pool_cell(marked_bundle, seed=0)
     assert cell.split.test_from == "holdout"
     assert len(np.intersect1d(cell.split.train, cell.split.test)) == 0
     assert len(cell.split.train) + len(cell.split.test) == 200

@@ -33,18 +33,8 @@ def test_holdout_is_stratified(digits_bundle):
     assert np.all(np.abs(share - 0.2) < 0.01)
 
 
-def _bundle_with_official_test():
-    import torch
-
-    from mumis.data import DatasetBundle, ImageDataset
-    classes, labels = ("a", "b", "c", "d"), torch.arange(200) % 4
-    train = ImageDataset(torch.ones(200, 1, 4, 4, dtype=torch.uint8), labels, classes, (0.0,), (1.0,))
-    test = ImageDataset(torch.full((40, 1, 4, 4), 9, dtype=torch.uint8), torch.arange(40) % 4, classes, (0.0,), (1.0,))
-    return DatasetBundle("synthetic", train, test)
-
-
-def test_from_pool_holds_out_training_images_even_with_an_official_test_set():
-    bundle = _bundle_with_official_test()
+def test_from_pool_holds_out_training_images_even_with_an_official_test_set(marked_bundle):
+    bundle = marked_bundle
     official = make_split(bundle, seed=0)
     assert official.test_from == "official" and len(official.train) == 200 and len(official.test) == 40
     split = make_split(bundle, seed=0, holdout_fraction=0.25, from_pool=True)
