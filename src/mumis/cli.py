@@ -125,7 +125,7 @@ def split(
     plan_folder(out, names, [forget_ids], overwrite)
     ids = read_ids(forget_ids)[0] if forget_ids is not None else None
     bundle = load_dataset(dataset, data_dir)
-    sp = make_split(bundle, seed, 0.2 if holdout is None else holdout, from_pool=holdout is not None)
+    sp = make_split(bundle, seed) if holdout is None else make_split(bundle, seed, holdout, from_pool=True)
     fs = None
     if ids is not None:
         fs = explicit_ids(sp, ids)
