@@ -6,6 +6,7 @@ one and takes none of these paths. The backend follows the device: NCCL on GPUs,
 """
 from __future__ import annotations
 
+import gc
 import os
 from contextlib import contextmanager
 
@@ -53,4 +54,8 @@ def process_group():
         yield
         dist.barrier()  # nobody leaves (and tears the group down) while rank 0 still writes
     finally:
+        # DistributedDataParallel sits in a reference cycle and its reducer holds the group: left to the collector, it
+        # can be freed during interpreter shutdown, where gloo's teardown aborts the process (SIGABRT after a
+        # finished run). Collect it now, while the interpreter is whole, so the group dies here.
+        gc.collect()
         dist.destroy_process_group()

@@ -58,3 +58,36 @@ def test_global_batch_must_split_over_the_processes(monkeypatch, digits_bundle, 
     monkeypatch.setenv("WORLD_SIZE", "3")
     with pytest.raises(MumisError, match="multiple of 3"):
         _epoch_batches(train, 64, 0, torch.Generator())
+
+
+_NOTHING_OUTLIVES_THE_GROUP = """
+import gc, sys
+gc.disable()  # only the explicit collection inside process_group() may free the training's DDP wrapper
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from mumis import distributed
+from mumis.data import load_dataset, make_split
+from mumis.models import create_model
+from mumis.training import TrainRecipe, fit
+bundle = load_dataset("digits")
+train, _ = make_split(bundle, seed=0).materialise(bundle)
+with distributed.process_group():
+    assert distributed.active()
+    fit(create_model("small_cnn", train.num_classes, train.in_channels), train, TrainRecipe(epochs=1, batch_size=64),
+        show_progress=False)
+alive = [o for o in gc.get_objects() if isinstance(o, DistributedDataParallel)]
+sys.exit(3 if alive else 0)
+"""
+
+
+def test_the_process_group_ends_with_nothing_holding_it(tmp_path):
+    """A rank that leaves with DDP's wrapper still alive frees the gloo group during interpreter shutdown, which can
+    abort a finished run (SIGABRT): after the block, no wrapper may be left for the shutdown to free."""
+    script = tmp_path / "run.py"
+    script.write_text(_NOTHING_OUTLIVES_THE_GROUP)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun) if torchrun.exists() else shutil.which("torchrun"), "--standalone", "--nproc-per-node=2",
+           str(script)]
+    env = {"MUMIS_DEVICE": "cpu", "OMP_NUM_THREADS": "1", "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
