@@ -73,3 +73,28 @@ def test_bad_grid_files_fail_with_a_clear_message(text, message):
 def test_unknown_grid_name_lists_presets(tmp_path):
     with pytest.raises(MumisError, match="presets: .*demo"):
         load_grid(tmp_path / "missing.toml")
+
+
+def test_holdout_moves_every_cell_to_a_pool_split_and_leaves_other_keys_alone(tiny_grid_text, tiny_grid):
+    pooled = parse_grid("holdout = 0.25\n" + tiny_grid_text)
+    assert {c.holdout for c in pooled.cells()} == {0.25} and {c.holdout for c in tiny_grid.cells()} == {None}
+    assert not {c.key for c in pooled.cells()} & {c.key for c in tiny_grid.cells()}  # other data, other results
+    assert len({c.group for c in pooled.cells()} | {c.group for c in tiny_grid.cells()}) == 4  # no shared references
+    assert all("holdout" not in c.describe() for c in tiny_grid.cells())
+
+
+def test_a_grid_without_holdout_keeps_the_keys_its_committed_results_were_stored_under():
+    import sqlite3
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[2] / "docs" / "report-demo" / "per-example"
+    with sqlite3.connect(f"file:{folder / 'per_example.sqlite'}?mode=ro", uri=True) as db:
+        stored = {k for (k,) in db.execute("SELECT key FROM cells")}
+    cells = load_grid(folder / "grid-random.toml").cells()
+    assert len(cells) == 12 and {c.key for c in cells} <= stored
+
+
+@pytest.mark.parametrize("value", ["1.5", "0", "true", '"0.2"', "nan"])
+def test_a_bad_holdout_is_refused_with_the_key_named(tiny_grid_text, value):
+    with pytest.raises(MumisError, match=r"holdout must be a fraction in \(0, 1\)"):
+        parse_grid(f"holdout = {value}\n" + tiny_grid_text)

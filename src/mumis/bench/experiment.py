@@ -49,14 +49,14 @@ class ExperimentConfig:
         return asdict(self)
 
 
-def persisted_split(bundle, seed: int, cache_dir: Path, holdout_fraction: float = 0.2) -> Split:
-    """The split for (dataset, seed, hold-out share where the dataset has no official test set), made on first use and
-    read back from its index file ever after."""
-    test_from = "official" if bundle.test is not None else f"holdout{holdout_fraction:g}"
+def persisted_split(bundle, seed: int, cache_dir: Path, holdout_fraction: float = 0.2, from_pool: bool = False) -> Split:
+    """The split for (dataset, seed, hold-out share where the dataset has no official test set or ``from_pool`` asks
+    for held-out data from the training pool), made on first use and read back from its index file ever after."""
+    test_from = "official" if bundle.test is not None and not from_pool else f"holdout{holdout_fraction:g}"
     path = cache_dir / "splits" / f"{bundle.name}-seed{seed}-{test_from}-{bundle.fingerprint()[:12]}.json"
     if path.is_file():
         return Split.load(path)
-    split = make_split(bundle, seed, holdout_fraction)
+    split = make_split(bundle, seed, holdout_fraction, from_pool=from_pool)
     split.save(path)
     return split
 

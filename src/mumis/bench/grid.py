@@ -30,6 +30,10 @@ recipe = "tuned"              # the options `mumis tune` found for this task kin
 relearn_max_steps = 200
 ```
 
+A top-level ``holdout = 0.2`` holds out that stratified share of each dataset's training pool as its test set, even
+where the dataset has an official test set (the split ``mumis split --holdout`` makes): held-out data drawn like the
+training data, which a stop that compares D_f with held-out data needs when the official test set is harder.
+
 Every (dataset, model, task, seed) contributes two reference cells (``original``, ``retrain``) and one cell per
 method; a cell's key is the SHA-256 of everything that determines its result, so a grid that is edited and rerun
 recomputes only the cells whose configuration changed.
@@ -91,6 +95,7 @@ class Cell:
     method: Optional[MethodEntry] = None
     recipe: TrainRecipe = field(default_factory=TrainRecipe)
     suite: SuiteOptions = field(default_factory=SuiteOptions)
+    holdout: Optional[float] = None  # test share drawn from the training pool; None: the official test set, if any
 
     @property
     def label(self) -> str:
@@ -98,13 +103,15 @@ class Cell:
 
     @property
     def group(self) -> tuple:
-        """Cells sharing data, split, references: (dataset, model, task, seed, recipe)."""
+        """Cells sharing data, split, references: (dataset, model, task, seed, recipe, holdout)."""
         return (self.dataset, self.model, json.dumps(self.task.to_dict(), sort_keys=True), self.seed,
-                json.dumps(self.recipe.to_dict(), sort_keys=True))
+                json.dumps(self.recipe.to_dict(), sort_keys=True), self.holdout)
 
     def describe(self) -> dict:
         out = {"dataset": self.dataset, "model": self.model, "task": self.task.to_dict(), "seed": self.seed,
                "role": self.role, "recipe": self.recipe.to_dict(), "suite": self.suite.to_dict()}
+        if self.holdout is not None:  # absent when unused, so the key of every cell on an official split stays put
+            out["holdout"] = self.holdout
         if self.method:
             out["method"] = {"name": self.method.name, "label": self.method.row_label,
                              "options": self.method.options_for(self.task.kind)}
@@ -136,6 +143,7 @@ class GridSpec:
     recipes: tuple = ()  # (dataset, TrainRecipe) overrides
     suite: SuiteOptions = field(default_factory=SuiteOptions)
     data_dir: Optional[str] = None
+    holdout: Optional[float] = None  # see the module docstring
 
     def recipe_for(self, dataset: str) -> TrainRecipe:
         return dict(self.recipes).get(dataset, self.recipe)
@@ -150,7 +158,7 @@ class GridSpec:
                     for seed in self.seeds:
                         common = dict(dataset=task.dataset_for(dataset), model=model, task=task, seed=seed,
                                       recipe=self.recipe_for(task.dataset_for(dataset)),
-                                      suite=SuiteOptions(**{**asdict(self.suite), "seed": seed}))
+                                      suite=SuiteOptions(**{**asdict(self.suite), "seed": seed}), holdout=self.holdout)
                         out += [Cell(role=role, **common) for role in REFERENCE_ROLES]
                         out += [Cell(role="method", method=m.resolved(task.kind, common["dataset"]), **common)
                                 for m in self.methods]
@@ -205,6 +213,8 @@ def _method_entry(table: dict) -> MethodEntry:
 
 _GRID_KINDS = {
     "name": STR, "datasets": list_of(STR), "models": list_of(STR), "seeds": list_of(INT), "data_dir": STR,
+    "holdout": Kind("a fraction in (0, 1), e.g. holdout = 0.2",
+                    lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1),
     "tasks": Kind("a list of task tables (or kind names)", lambda v: isinstance(v, list) and all(isinstance(t, (str, dict)) for t in v)),
     "methods": list_of(Kind("a [[methods]] table", lambda v: isinstance(v, dict))),
     "recipe": OBJECT, "recipes": Kind("a table of [recipes.DATASET] tables", lambda v: isinstance(v, dict) and all(isinstance(t, dict) for t in v.values())),
@@ -218,7 +228,7 @@ def parse_grid(text: str, source: str = "grid") -> GridSpec:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise MumisError(f"{source} is not valid TOML: {err}") from None
-    allowed = {"name", "datasets", "models", "tasks", "methods", "seeds", "recipe", "recipes", "suite", "data_dir"}
+    allowed = set(_GRID_KINDS)
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise MumisError(f"unknown key(s) {unknown} in {source}; allowed: {sorted(allowed)}")
@@ -237,6 +247,7 @@ def parse_grid(text: str, source: str = "grid") -> GridSpec:
         tasks=tuple(_grid_task(t, raw["datasets"]) for t in raw["tasks"]),
         methods=tuple(_method_entry(m) for m in raw["methods"]), seeds=tuple(int(s) for s in raw.get("seeds", [0])),
         recipe=recipe, recipes=recipes, suite=_typed(SuiteOptions, raw.get("suite", {}), "suite"), data_dir=raw.get("data_dir"),
+        holdout=float(raw["holdout"]) if "holdout" in raw else None,
     )
 
 

@@ -36,7 +36,7 @@ def _run(cell: Cell, cache_dir: Path, data_dir: Optional[str], ready: bool):
 
 
 def _original_key(cell: Cell) -> str:
-    return json.dumps([cell.dataset, cell.model, cell.seed, cell.recipe.to_dict()], sort_keys=True)
+    return json.dumps([cell.dataset, cell.model, cell.seed, cell.recipe.to_dict(), cell.holdout], sort_keys=True)
 
 
 def run_on_ray(pending: list[Cell], cache_dir: Path, data_dir: Optional[str], recorder: CellRecorder,

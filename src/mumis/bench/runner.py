@@ -43,7 +43,8 @@ class GroupContext:
     @classmethod
     def prepare(cls, cell: Cell, cache_dir: Path, data_dir: Optional[str]) -> "GroupContext":
         bundle = load_dataset(cell.dataset, data_dir)
-        split = persisted_split(bundle, cell.seed, cache_dir)
+        split = (persisted_split(bundle, cell.seed, cache_dir) if cell.holdout is None else
+                 persisted_split(bundle, cell.seed, cache_dir, cell.holdout, from_pool=True))
         train, test = split.materialise(bundle)
         steps = cell.task.steps(train, test, split, cell.seed)
         original, meta, _ = trained_reference("original", train, cell.model, split, cell.recipe, cell.seed, cache_dir,
