@@ -25,8 +25,10 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "mumis_variants.jsonl"
 PER_EXAMPLE = ROOT / "docs" / "report-demo" / "per-example" / "per_example.sqlite"
-# every per-example run: the demo's shares the variants grid's references; Fashion-MNIST's trains its own (8 epochs)
-PER_EXAMPLE_RUNS = (PER_EXAMPLE, ROOT / "docs" / "report-fmnist" / "per-example" / "per_example.sqlite")
+# every per-example run and how its split is named: the demo's shares the variants grid's references; Fashion-MNIST's
+# train their own (8 epochs), on the official split and on one whose held-out data is 20 % of the training images
+PER_EXAMPLE_RUNS = ((PER_EXAMPLE, ""), (ROOT / "docs" / "report-fmnist" / "per-example" / "per_example.sqlite", ""),
+                    (ROOT / "docs" / "report-fmnist" / "per-example-pool" / "per_example.sqlite", ", held out from the pool"))
 AUTO_TABLE = ROOT / "src" / "mumis" / "methods" / "auto_table.json"
 GAP, AUC = 1.0, 0.05  # the target
 MODELS = ("small_cnn", "resnet_small", "resnet_wide")
@@ -54,23 +56,23 @@ def auc_deltas(path: Path) -> dict:
 
 
 def _cell_order(cell: tuple) -> tuple:
-    """(dataset, model, task) cells by task, then dataset, then model from the smallest."""
-    dataset, model, task = cell
-    return task, dataset, MODELS.index(model) if model in MODELS else len(MODELS), model
+    """(dataset, model, task[, split]) cells by task, then dataset, then model from the smallest, then split."""
+    dataset, model, task, *split = cell
+    return task, dataset, MODELS.index(model) if model in MODELS else len(MODELS), model, *split
 
 
 def run_rows(paths) -> list[tuple[str, ...]]:
     """Per cell of each per-example run, both figures of doing nothing and of ``auto`` from that run's own rows (one
     reference pair per seed), so cells whose references differ from the variants grid's are still judged."""
-    cells = defaultdict(lambda: defaultdict(dict))  # (dataset, model, task) → seed → method → (gap, auc)
-    for path in paths:
+    cells = defaultdict(lambda: defaultdict(dict))  # (dataset, model, task, split) → seed → method → (gap, auc)
+    for path, split in paths:
         if not path.is_file():
             continue
         with sqlite3.connect(path) as db:
             for method, task, dataset, model, seed, gap, data in db.execute(
                     "SELECT method, task_kind, dataset, model, seed, avg_gap, data FROM rows"):
                 if task in ("random", "sub_class"):
-                    cells[(dataset, model, task)][seed][method] = (gap, json.loads(data).get("lira_auc"))
+                    cells[(dataset, model, task, split)][seed][method] = (gap, json.loads(data).get("lira_auc"))
     out = []
     for cell in sorted(cells, key=_cell_order):
         seeds = sorted(s for s, m in cells[cell].items() if {"retrain", "original", "newton (auto)"} <= set(m))
@@ -78,7 +80,7 @@ def run_rows(paths) -> list[tuple[str, ...]]:
             continue
         nothing, ours = (_figures(cells[cell], seeds, m) for m in ("original", "newton (auto)"))
         met = sum(1 for g, d in zip(*ours) if g <= GAP and d is not None and abs(d) <= AUC)
-        out.append((f"{cell[0]} × {cell[1]}, {cell[2].replace('_', '-')}", _joined(seeds, "d"),
+        out.append((f"{cell[0]} × {cell[1]}, {cell[2].replace('_', '-')}{cell[3]}", _joined(seeds, "d"),
                     _joined(nothing[0], ".2f"), _joined(nothing[1], "+.3f"), _joined(ours[0], ".2f"),
                     _joined(ours[1], "+.3f"), f"{met} of {len(seeds)}"))
     return out

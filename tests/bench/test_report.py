@@ -107,3 +107,24 @@ def test_the_per_example_attack_runs_in_a_grid_and_reports_a_column_a_figure_and
     line = next(ln for ln in report.splitlines() if ln.startswith("| digits · small_cnn · random"))
     assert line.count("|") == 5 and f"{rows['retrain']['lira_auc']:.3f}" in line
     assert (tmp_path / "report" / "figures" / "per-example-digits-small_cnn-random0.1.png").stat().st_size > 0
+
+
+def test_a_cell_measured_on_two_splits_is_two_cells_in_the_report(run_synthetic_grid, tmp_path, capsys):
+    from rich.console import Console
+
+    from mumis.bench.report import print_gap_summary
+    from mumis.bench.store import ResultStore
+
+    db = tmp_path / "both.sqlite"
+    run_synthetic_grid(db, tmp_path / "cache")
+    run_synthetic_grid(db, tmp_path / "cache", holdout=0.2)
+    with ResultStore(db) as store:
+        rows = store.rows()
+    assert sorted(str(r.get("holdout")) for r in rows) == ["0.2"] * 3 + ["None"] * 3
+    report = write_report(db, tmp_path / "report").read_text()
+    headings = [ln for ln in report.splitlines() if ln.startswith("## synthetic")]
+    assert sorted(headings) == ["## synthetic · small_cnn · random=0.1", "## synthetic · small_cnn · random=0.1 · holdout=0.2"]
+    assert report.count("| original |") == 2 * 2  # two tables per cell, one cell per split: never averaged together
+    print_gap_summary(db, Console(width=200, file=None))
+    printed = capsys.readouterr().out
+    assert "holdout=0.2" in printed

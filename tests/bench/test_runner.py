@@ -3,35 +3,13 @@ import sqlite3
 
 import pytest
 
-from mumis.bench import runner
-from mumis.bench.grid import parse_grid
 from mumis.data import make_split
-
-GRID = """{holdout}
-name = "synthetic"
-datasets = ["synthetic"]
-models = ["small_cnn"]
-[recipe]
-epochs = 1
-batch_size = 32
-[[tasks]]
-kind = "random"
-target = 0.1
-[[methods]]
-name = "ga"
-options = {{ epochs = 1 }}
-[suite]
-relearn_max_steps = 2
-sensitivity_samples = 8
-"""
 
 
 @pytest.mark.parametrize("holdout", [None, 0.2])
 def test_a_grid_measures_on_the_official_test_set_or_on_its_holdout_share_of_the_pool(
-        holdout, marked_bundle, tmp_path, monkeypatch):
-    monkeypatch.setattr(runner, "load_dataset", lambda name, data_dir=None: marked_bundle)
-    spec = parse_grid(GRID.format(holdout="" if holdout is None else f"holdout = {holdout}"))
-    outcome = runner.run_grid(spec, tmp_path / "r.sqlite", tmp_path / "cache", show_progress=False)
+        holdout, marked_bundle, run_synthetic_grid, tmp_path):
+    outcome = run_synthetic_grid(tmp_path / "r.sqlite", tmp_path / "cache", holdout)
     assert outcome.failed == [] and outcome.finished == 3
     expected = make_split(marked_bundle, 0) if holdout is None else make_split(marked_bundle, 0, holdout, from_pool=True)
     with sqlite3.connect(tmp_path / "r.sqlite") as db:

@@ -60,9 +60,11 @@ def test_a_per_example_run_is_judged_on_its_own_references(tmp_path):
             con.execute("INSERT INTO rows VALUES (?, 'random', 'd', 'small_cnn', ?, ?, ?)",
                         (method, seed, gap, json.dumps({"lira_auc": auc})))
         con.execute("INSERT INTO rows VALUES ('original', 'full_class', 'd', 'small_cnn', 0, 0.1, '{}')")
-    assert sc.run_rows([db, tmp_path / "absent.sqlite"]) == [
-        ("d × small_cnn, random", "0 / 1", "1.50 / 1.10", "+0.060 / +0.010", "0.80 / 1.20", "+0.030 / +0.000",
-         "1 of 2")]
+    row = ("d × small_cnn, random", "0 / 1", "1.50 / 1.10", "+0.060 / +0.010", "0.80 / 1.20", "+0.030 / +0.000",
+           "1 of 2")
+    assert sc.run_rows([(db, ""), (tmp_path / "absent.sqlite", "")]) == [row]
+    # the same cell measured on another split is its own row, named by that split, never merged with the first
+    assert sc.run_rows([(db, ""), (db, ", pool")]) == [row, (row[0] + ", pool", *row[1:])]
 
 
 def test_the_research_log_table_is_what_the_script_prints(monkeypatch):

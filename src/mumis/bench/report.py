@@ -28,12 +28,18 @@ SUITE_COLUMNS = (("Gap w/o MIA", "avg_gap_no_mia"), ("ToW", "tow"), ("MIA strat.
                  ("LiRA TPR@1%", "lira_tpr_1pct"))
 
 
+def cell_task(row: dict) -> str:
+    """The task as a report names its cell: the task's label, and the hold-out share where the cell's held-out data
+    came from the training pool (a cell measured on another split is another cell, never averaged with it)."""
+    return row["task"] if row.get("holdout") is None else f"{row['task']} · holdout={row['holdout']:g}"
+
+
 def latest_rows(rows: list[dict]) -> list[dict]:
     """One row per (dataset, model, task, seed, method, step): the most recently finished. A grid edited and rerun
     into the same database keeps the older cells (nothing is deleted), but reports show the current ones."""
     latest = {}
     for r in rows:  # ResultStore.rows() is ordered by finish time
-        latest[(r["dataset"], r["model"], r["task"], r["seed"], r["method"], r["step"])] = r
+        latest[(r["dataset"], r["model"], cell_task(r), r["seed"], r["method"], r["step"])] = r
     return list(latest.values())
 
 
@@ -78,7 +84,7 @@ def _table(rows: list[dict], columns) -> list[str]:
 
 
 def _slug(*parts) -> str:
-    return "-".join(str(p) for p in parts).replace("=", "").replace(",", "_").replace("(", "").replace(")", "").replace("/", "_")
+    return "-".join(str(p) for p in parts).replace(" · ", "-").replace("=", "").replace(",", "_").replace("(", "").replace(")", "").replace("/", "_")
 
 
 def _fig_sensitivity(profiles: dict, title: str, path: Path) -> Path:
@@ -198,7 +204,7 @@ def write_report(db: str | Path, out_dir: str | Path, title: str = "", tuning: s
         rows, failures, sensitivity = latest_rows(store.rows()), store.failures(), store.artifacts("sensitivity")
     groups = defaultdict(list)
     for r in rows:
-        groups[(r["dataset"], r["model"], r["task"])].append(r)
+        groups[(r["dataset"], r["model"], cell_task(r))].append(r)
     seeds = sorted({r["seed"] for r in rows})
     lines = [f"# {title or 'mumis benchmark report'}", "",
              f"{len(rows)} result rows from `{Path(db).name}`; seeds {seeds}; git {sorted({str(r.get('git_sha'))[:10] for r in rows})}; "
@@ -242,8 +248,10 @@ def write_report(db: str | Path, out_dir: str | Path, title: str = "", tuning: s
     for spec, payload in sorted(sensitivity, key=lambda sp: (sp[0]["dataset"], sp[0]["model"], sp[0]["seed"])):
         if spec["seed"] != min(seeds) or spec["task"]["kind"] != "full_class":
             continue
-        name = f"{spec['dataset']} · {spec['model']} · full_class={spec['task']['target']} (seed {spec['seed']})"
-        path = _fig_sensitivity(payload, name, fig_dir / f"sensitivity-{_slug(spec['dataset'], spec['model'])}.png")
+        split = () if spec.get("holdout") is None else (f"holdout={spec['holdout']:g}",)
+        name = " · ".join((spec["dataset"], spec["model"], f"full_class={spec['task']['target']}", *split))
+        path = _fig_sensitivity(payload, f"{name} (seed {spec['seed']})",
+                                fig_dir / f"sensitivity-{_slug(spec['dataset'], spec['model'], *split)}.png")
         lines += [f"![sensitivity]({path.relative_to(out_dir)})", ""]
     if tuning is not None:
         lines += tuning_section(tuning)
@@ -261,7 +269,7 @@ def print_gap_summary(db: str | Path, console=None, title: str = "") -> None:
         rows = latest_rows(store.rows())
     last = defaultdict(int)
     for r in rows:
-        last[(r["dataset"], r["model"], r["task"])] = max(last[(r["dataset"], r["model"], r["task"])], r["step"])
+        last[(r["dataset"], r["model"], cell_task(r))] = max(last[(r["dataset"], r["model"], cell_task(r))], r["step"])
     columns = list(last)
     table = Table(title=title)
     table.add_column("Method")
@@ -270,7 +278,7 @@ def print_gap_summary(db: str | Path, console=None, title: str = "") -> None:
     for m in _method_order(rows):
         cells = []
         for col in columns:
-            values = [r["avg_gap"] for r in rows if r["method"] == m and (r["dataset"], r["model"], r["task"]) == col
+            values = [r["avg_gap"] for r in rows if r["method"] == m and (r["dataset"], r["model"], cell_task(r)) == col
                       and r["step"] == last[col]]
             cells.append(_cell(values) if values else "–")
         table.add_row(m, *cells)

@@ -90,12 +90,17 @@ class ResultStore:
                              (key, grid, label, json.dumps(_jsonable(spec), sort_keys=True), error, traceback, _now()))
 
     def rows(self, grid: Optional[str] = None) -> list[dict]:
-        """Every stored row as its full dict (the ``data`` column), optionally of one grid."""
-        query = "SELECT r.data FROM rows r JOIN cells c ON c.key = r.cell_key"
+        """Every stored row as its full dict (the ``data`` column), optionally of one grid; a row of a cell measured on
+        a split held out from the training pool also carries its cell's ``holdout`` share."""
+        query = "SELECT r.data, c.spec FROM rows r JOIN cells c ON c.key = r.cell_key"
         args: Iterable = ()
         if grid:
             query, args = query + " WHERE c.grid = ?", (grid,)
-        return [json.loads(d) for (d,) in self._db.execute(query + " ORDER BY c.finished_at, r.step", args)]
+        out = []
+        for data, spec in self._db.execute(query + " ORDER BY c.finished_at, r.step", args):
+            row, holdout = json.loads(data), json.loads(spec).get("holdout")
+            out.append(row if holdout is None else {**row, "holdout": holdout})
+        return out
 
     def artifacts(self, name: str) -> list[tuple[dict, dict]]:
         """(cell spec, payload) for every artifact called ``name``."""
