@@ -202,3 +202,11 @@ def test_time_limit_raises_in_its_block_and_leaves_no_timer():
     with time_limit(5):
         pass
     assert signal.getitimer(signal.ITIMER_REAL)[0] == 0
+
+
+def test_a_pool_holdout_grid_tunes_in_its_own_studies():
+    spec = _spec()
+    [official] = tuning_cells(spec, spec.methods[0], seed=7)
+    [pooled] = tuning_cells(dataclasses.replace(spec, holdout=0.2), spec.methods[0], seed=7)
+    assert study_name(official) == "ga | digits | small_cnn | full_class=1 | seed 7"  # stored studies keep their name
+    assert study_name(pooled) == study_name(official) + " | holdout 0.2" and pooled.holdout == 0.2

@@ -67,7 +67,9 @@ def tuning_cells(spec: GridSpec, entry: MethodEntry, seed: int) -> list[Cell]:
 
 
 def study_name(cell: Cell) -> str:
-    return f"{cell.label} | {cell.dataset} | {cell.model} | {cell.task.label} | seed {cell.seed}"
+    """One study per cell: a cell on a pool hold-out split is another study, never resumed from the official split's."""
+    split = "" if cell.holdout is None else f" | holdout {cell.holdout:g}"
+    return f"{cell.label} | {cell.dataset} | {cell.model} | {cell.task.label} | seed {cell.seed}{split}"
 
 
 def _suggest(trial, name: str, space) -> float | int:
