@@ -28,10 +28,15 @@ SUITE_COLUMNS = (("Gap w/o MIA", "avg_gap_no_mia"), ("ToW", "tow"), ("MIA strat.
                  ("LiRA TPR@1%", "lira_tpr_1pct"))
 
 
+def _split_parts(holdout: Optional[float]) -> tuple[str, ...]:
+    """How a report names a split: nothing for the official one, ``holdout=F`` for a share of the training pool."""
+    return () if holdout is None else (f"holdout={holdout:g}",)
+
+
 def cell_task(row: dict) -> str:
     """The task as a report names its cell: the task's label, and the hold-out share where the cell's held-out data
     came from the training pool (a cell measured on another split is another cell, never averaged with it)."""
-    return row["task"] if row.get("holdout") is None else f"{row['task']} · holdout={row['holdout']:g}"
+    return " · ".join((row["task"], *_split_parts(row.get("holdout"))))
 
 
 def latest_rows(rows: list[dict]) -> list[dict]:
@@ -248,7 +253,7 @@ def write_report(db: str | Path, out_dir: str | Path, title: str = "", tuning: s
     for spec, payload in sorted(sensitivity, key=lambda sp: (sp[0]["dataset"], sp[0]["model"], sp[0]["seed"])):
         if spec["seed"] != min(seeds) or spec["task"]["kind"] != "full_class":
             continue
-        split = () if spec.get("holdout") is None else (f"holdout={spec['holdout']:g}",)
+        split = _split_parts(spec.get("holdout"))
         name = " · ".join((spec["dataset"], spec["model"], f"full_class={spec['task']['target']}", *split))
         path = _fig_sensitivity(payload, f"{name} (seed {spec['seed']})",
                                 fig_dir / f"sensitivity-{_slug(spec['dataset'], spec['model'], *split)}.png")
@@ -269,7 +274,8 @@ def print_gap_summary(db: str | Path, console=None, title: str = "") -> None:
         rows = latest_rows(store.rows())
     last = defaultdict(int)
     for r in rows:
-        last[(r["dataset"], r["model"], cell_task(r))] = max(last[(r["dataset"], r["model"], cell_task(r))], r["step"])
+        cell = (r["dataset"], r["model"], cell_task(r))
+        last[cell] = max(last[cell], r["step"])
     columns = list(last)
     table = Table(title=title)
     table.add_column("Method")
