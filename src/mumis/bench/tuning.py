@@ -150,8 +150,8 @@ def tune_cell(cell: Cell, storage: str, settings: TuneSettings, cache_dir: Path,
 
 def _tune(optuna, cell: Cell, storage: str, settings: TuneSettings, cache_dir: Path, data_dir: Optional[str], advance):
     study = _load_study(optuna, cell, storage, settings)
-    todo = settings.trials - finished(study)
-    if todo <= 0:
+    trials_left = settings.trials - finished(study)
+    if trials_left <= 0:
         return study
     ctx = GroupContext.prepare(cell, cache_dir, data_dir)
     retrain_s = sum(wall for _, wall in ctx.retrains)
@@ -185,7 +185,7 @@ def _tune(optuna, cell: Cell, storage: str, settings: TuneSettings, cache_dir: P
         return gap
 
     callbacks = [lambda study, trial: advance(f"{cell.label} {cell.task.label} trial {trial.number}")] if advance else []
-    study.optimize(objective, n_trials=todo, callbacks=callbacks)
+    study.optimize(objective, n_trials=trials_left, callbacks=callbacks)
     return study
 
 
@@ -224,14 +224,15 @@ def tune_grid(spec: GridSpec, entries: list[MethodEntry], storage: str, settings
     import optuna
 
     cells = [c for e in entries for c in tuning_cells(spec, e, settings.seed)]
-    todo = 0
+    trials_left = 0
     for cell in cells:
         try:
-            todo += max(0, settings.trials - finished(optuna.load_study(study_name=study_name(cell), storage=storage)))
+            study = optuna.load_study(study_name=study_name(cell), storage=storage)
+            trials_left += max(0, settings.trials - finished(study))
         except KeyError:  # no such study yet
-            todo += settings.trials
+            trials_left += settings.trials
     out = []
-    with progress_bar("tuning", todo, show_progress) as advance:
+    with progress_bar("tuning", trials_left, show_progress) as advance:
         for cell in cells:
             study = tune_cell(cell, storage, settings, cache_dir, spec.data_dir, advance)
             out.append((cell, study_summary(study)))
