@@ -61,7 +61,7 @@ CLASS_VARIANTS = {  # label → MU-Mis options; "floor" adds the chance-level fo
     # the same run kept going ~3× past where floor0 stops (19–26 steps): does it collapse?
     "head+scaled_lr+75steps": {**P, "update": "head", "lr_scale": "sensitivity", "lr": 0.1, "stop": "none",
                                "max_steps": 75},
-    # round 2: the target term alone on the classifier layer (for a class request only row c of the head moves)
+    # the target term alone on the classifier layer (for a class request only row c of the head moves)
     "head+target_only+scaled_lr+floor0": {"update": "head", "variant": "target_only", "lr_scale": "sensitivity",
                                           "lr": 0.1, "fa_floor": 0.0},
     "head+target_only+scaled_lr+300steps": {"update": "head", "variant": "target_only", "lr_scale": "sensitivity",
@@ -69,44 +69,44 @@ CLASS_VARIANTS = {  # label → MU-Mis options; "floor" adds the chance-level fo
 }
 RANDOM_VARIANTS = {  # random and sub-class forgetting (sample requests): the retrain still classifies most of D_f,
     # so no forget-accuracy floor
-    # rounds 3–11's default for a request of individual samples: held-out accuracy comparison (may stop before the
+    # the first default for a request of individual samples: held-out accuracy comparison (may stop before the
     # first step); every option pinned, so the label keeps meaning what its rows ran
     "default(samples)": {"request": "samples", "stop": "heldout", "fa_floor": None, "lr": 0.5, "check_every": 1},
-    # round 5: the same steps at a tenth of the step size, stopped once a confidence attack calls as large a share of
+    # the same steps at a tenth of the step size, stopped once a confidence attack calls as large a share of
     # D_f as of held-out data unseen (threshold fixed at the start); the held-out accuracy guard stays. The default
-    # for sample requests since round 12 (the label pins it all the same)
+    # for sample requests now (the label pins it all the same)
     "samples+membership": {"request": "samples", "stop": "membership", "lr": 0.05, "check_every": 1},
-    # round 6: not a MU-Mis option but the method `newton` — one Newton step that removes D_f from the classifier
+    # not a MU-Mis option but the method `newton` — one Newton step that removes D_f from the classifier
     # layer's optimum, curvature from the held-out set, damping = the training weight decay (methods/newton.py)
     "newton": {"method": "newton"},
     # the same when the user states the training weight decay wrong by 2× either way (recipe: 5e-4)
     "newton(wd/2)": {"method": "newton", "weight_decay": 2.5e-4},
     "newton(2wd)": {"method": "newton", "weight_decay": 1e-3},
-    # round 7: the K-FAC step on every conv/linear layer, scanned up from 1/64 until the membership rule or the
+    # the K-FAC step on every conv/linear layer, scanned up from 1/64 until the membership rule or the
     # held-out guard stops it (newton's layers="all")
     "newton(all_layers)": {"method": "newton_study", "layers": "all", "keep_class_losses": False, "match_accuracy": False,
                           "curvature": "kfac"},
-    # round 8: the same step projected so that each class's mean held-out loss is unchanged to first order
+    # the same step projected so that each class's mean held-out loss is unchanged to first order
     "newton(all_layers+class_losses)": {"method": "newton_study", "layers": "all", "reproject": False, "match_accuracy": False,
                                        "curvature": "kfac"},
-    # round 9: the projection re-done at every scale of the scan (constraints on the even half of the held-out set,
+    # the projection re-done at every scale of the scan (constraints on the even half of the held-out set,
     # stop rule on the odd half)
     "newton(all_layers+reproject)": {"method": "newton_study", "layers": "all", "reproject": True, "match_accuracy": False,
                                     "curvature": "kfac"},
-    # round 9: either all-layer scan also stopped once D_f's accuracy is down to held-out accuracy; the second was
-    # layers="all"'s default in round 9
+    # either all-layer scan also stopped once D_f's accuracy is down to held-out accuracy; the second was
+    # layers="all"'s default before EK-FAC
     "newton(all_layers+class_losses+match_acc)": {"method": "newton_study", "layers": "all", "reproject": False,
                                                   "match_accuracy": True, "curvature": "kfac"},
     "newton(all_layers+reproject+match_acc)": {"method": "newton_study", "layers": "all", "reproject": True,
                                                "match_accuracy": True, "curvature": "kfac"},
-    # round 9: the same on a finer scan (2^(1/4) apart instead of √2)
+    # the same on a finer scan (2^(1/4) apart instead of √2)
     "newton(all_layers+reproject+match_acc+fine)": {"method": "newton_study", "layers": "all", "reproject": True,
                                                     "match_accuracy": True, "scan_resolution": 4, "curvature": "kfac"},
-    # round 10: the same with EK-FAC curvature (K-FAC's eigenvectors, each eigen-direction's curvature refit):
-    # layers="all"'s default since round 10
+    # the same with EK-FAC curvature (K-FAC's eigenvectors, each eigen-direction's curvature refit):
+    # layers="all"'s default
     "newton(all_layers+reproject+match_acc+ekfac)": {"method": "newton_study", "layers": "all", "reproject": True,
                                                      "match_accuracy": True, "curvature": "ekfac"},
-    # round 10: the EK-FAC default on round 9's finer scan
+    # the EK-FAC default on the finer scan
     "newton(all_layers+reproject+match_acc+ekfac+fine)": {"method": "newton_study", "layers": "all", "reproject": True,
                                                           "match_accuracy": True, "curvature": "ekfac",
                                                           "scan_resolution": 4},
@@ -132,76 +132,76 @@ _STUDY = ["paper", "paper+floor", "target_only+floor", "irrelevant_only+floor", 
           "momentum+floor", "adam+floor", "scaled_lr+floor", "bounded+scaled_lr+floor", "head+scaled_lr+floor",
           "head+scaled_lr+floor0", "dynamic+floor", "head+dynamic+scaled_lr+floor0", "head+dynamic+scaled_lr+75steps",
           "head+scaled_lr+75steps"]
-_ROUND2 = ["head+target_only+scaled_lr+floor0", "head+target_only+scaled_lr+300steps"]
+_TARGET_ONLY = ["head+target_only+scaled_lr+floor0", "head+target_only+scaled_lr+300steps"]
 _LOSS_STOPS = ["head+target_only+curv.05+heldout_loss", "paper+curv.01+heldout_loss"]
-# rounds 1–2 on random requests, named one by one: "every RANDOM_VARIANTS label" would grow with each new label and
+# the first variants tried on random requests, named one by one: "every RANDOM_VARIANTS label" would grow with each new label and
 # ask for rows the file does not have
 _RANDOM_STUDY = ["default(samples)", "default+no_stop", "paper", "bounded", "bounded+plateau", "scaled_lr",
                  "bounded+scaled_lr+plateau", "head+scaled_lr", "paper+heldout", "scaled_lr+heldout",
                  "head+scaled_lr+heldout", "head+bounded+scaled_lr+plateau"]
 _DEFAULT = ["default", "default+300steps"]
 _SAMPLES = ["default(samples)", "paper"]  # sample requests: the default (held-out stop) against the paper's method
-_ROUND9 = ["newton(all_layers+reproject)", "newton(all_layers+class_losses+match_acc)", "newton(all_layers+reproject+match_acc)",
+_REPROJECT = ["newton(all_layers+reproject)", "newton(all_layers+class_losses+match_acc)", "newton(all_layers+reproject+match_acc)",
            "newton(all_layers+reproject+match_acc+fine)"]
-_ROUND10 = ["newton(all_layers+reproject+match_acc+ekfac)"]
+_EKFAC = ["newton(all_layers+reproject+match_acc+ekfac)"]
 # Everything results/mumis_variants.jsonl holds: (datasets, models, tasks, seeds, variant labels). Running the script
 # with no selection works through this plan (a rerun computes only the rows the output file does not have yet).
 PLAN = (
     (["mnist5k"], ["small_cnn", "resnet_small"], ["full_class"], [0, 1, 2], _DEFAULT + _STUDY),
-    (["mnist5k"], ["small_cnn", "resnet_small"], ["full_class"], [0], _ROUND2),
+    (["mnist5k"], ["small_cnn", "resnet_small"], ["full_class"], [0], _TARGET_ONLY),
     (["mnist5k"], ["small_cnn", "resnet_small"], ["random"], [0, 1, 2], _RANDOM_STUDY),
     (["mnist5k"], ["small_cnn", "resnet_small"], ["random"], [0], _LOSS_STOPS),
     (["mnist5k"], ["resnet_wide"], ["full_class"], [0, 1, 2], _DEFAULT + ["paper", "paper+floor", "head+scaled_lr+floor0"]),
     (["fashion_mnist"], ["small_cnn"], ["full_class"], [0, 1, 2], _DEFAULT + ["paper", "paper+floor", "head+scaled_lr+floor0"]),
     (["fashion_mnist"], ["small_cnn"], ["full_class"], [0], ["adam+floor", "head+scaled_lr+floor",
-                                                               "head+dynamic+scaled_lr+floor0", "default+momentum"] + _ROUND2),
+                                                               "head+dynamic+scaled_lr+floor0", "default+momentum"] + _TARGET_ONLY),
     (["fashion_mnist"], ["resnet_small"], ["full_class"], [0, 1, 2], _DEFAULT + ["paper+floor", "default+1500steps"]),
     (["fashion_mnist"], ["resnet_small"], ["full_class"], [0], ["default+momentum"]),
     # the committed rows of this group ran on an NVIDIA H200 (each reference pair: ~25 CPU-minutes here)
     (["fashion_mnist"], ["resnet_wide"], ["full_class"], [0, 1, 2], _DEFAULT + ["paper+floor"]),
-    # round 5: the rest of the study's grid for sample requests (sub-class on the super-class views)
+    # the rest of the study's grid for sample requests (sub-class on the super-class views)
     (["mnist5k"], ["small_cnn", "resnet_small", "resnet_wide"], ["sub_class"], [0, 1, 2], _SAMPLES),
     (["mnist5k"], ["resnet_wide"], ["random"], [0, 1, 2], _SAMPLES),
     (["fashion_mnist"], ["small_cnn"], ["random"], [0, 1, 2], _SAMPLES + ["samples+membership"]),
     (["mnist5k"], ["small_cnn", "resnet_small", "resnet_wide"], ["sub_class", "random"], [0, 1, 2], ["samples+membership"]),
-    # round 6: the Newton removal step on every sample-request cell that has references
+    # the Newton removal step on every sample-request cell that has references
     (["mnist5k"], ["small_cnn", "resnet_small", "resnet_wide"], ["sub_class", "random"], [0, 1, 2], ["newton"]),
     (["fashion_mnist"], ["small_cnn"], ["random"], [0, 1, 2], ["newton"]),
     (["mnist5k"], ["small_cnn"], ["sub_class", "random"], [0, 1, 2], ["newton(wd/2)", "newton(2wd)"]),
     (["fashion_mnist"], ["small_cnn"], ["random"], [0, 1, 2], ["newton(wd/2)", "newton(2wd)"]),
     # Sneaker inside "footwear" (fashion_mnist_super), the small CNN
     (["fashion_mnist"], ["small_cnn"], ["sub_class"], [0, 1, 2], _SAMPLES + ["samples+membership", "newton"]),
-    # round 7: Fashion-MNIST × resnet_small, random 10 % (6,000 samples); the committed rows ran on an NVIDIA H200
+    # Fashion-MNIST × resnet_small, random 10 % (6,000 samples); the committed rows ran on an NVIDIA H200
     (["fashion_mnist"], ["resnet_small"], ["random"], [0, 1, 2], _SAMPLES + ["samples+membership", "newton"]),
     # and Sneaker inside "footwear" on it (this CPU: each reference pair ~16 min)
     (["fashion_mnist"], ["resnet_small"], ["sub_class"], [0, 1, 2], _SAMPLES + ["samples+membership", "newton"]),
-    # round 7: newton on every layer, on the sample-request cells whose references this CPU has
+    # newton on every layer, on the sample-request cells whose references this CPU has
     (["mnist5k"], ["small_cnn", "resnet_small", "resnet_wide"], ["sub_class", "random"], [0, 1, 2], ["newton(all_layers)"]),
     (["fashion_mnist"], ["small_cnn"], ["sub_class", "random"], [0, 1, 2], ["newton(all_layers)"]),
     (["fashion_mnist"], ["resnet_small"], ["sub_class"], [0, 1, 2], ["newton(all_layers)"]),
-    # round 8: the projected all-layer step on the same cells
+    # the projected all-layer step on the same cells
     (["mnist5k"], ["small_cnn", "resnet_small", "resnet_wide"], ["sub_class", "random"], [0, 1, 2],
      ["newton(all_layers+class_losses)"]),
     (["fashion_mnist"], ["small_cnn"], ["sub_class", "random"], [0, 1, 2], ["newton(all_layers+class_losses)"]),
     (["fashion_mnist"], ["resnet_small"], ["sub_class"], [0, 1, 2], ["newton(all_layers+class_losses)"]),
-    # round 9: the re-projected scan and the forget-accuracy stop, on the same cells (Fashion-MNIST × resnet_small
+    # the re-projected scan and the forget-accuracy stop, on the same cells (Fashion-MNIST × resnet_small
     # random: results/fashion_mnist_resnet_small_random_cpu.jsonl, CPU references)
-    (["mnist5k"], ["small_cnn", "resnet_small", "resnet_wide"], ["sub_class", "random"], [0, 1, 2], _ROUND9),
-    (["fashion_mnist"], ["small_cnn"], ["sub_class", "random"], [0, 1, 2], _ROUND9),
-    (["fashion_mnist"], ["resnet_small"], ["sub_class"], [0, 1, 2], _ROUND9),
-    # round 10: the same default with EK-FAC curvature, on the same cells (and the CPU-reference file)
-    (["mnist5k"], ["small_cnn", "resnet_small", "resnet_wide"], ["sub_class", "random"], [0, 1, 2], _ROUND10),
-    (["fashion_mnist"], ["small_cnn"], ["sub_class", "random"], [0, 1, 2], _ROUND10),
-    (["fashion_mnist"], ["resnet_small"], ["sub_class"], [0, 1, 2], _ROUND10),
+    (["mnist5k"], ["small_cnn", "resnet_small", "resnet_wide"], ["sub_class", "random"], [0, 1, 2], _REPROJECT),
+    (["fashion_mnist"], ["small_cnn"], ["sub_class", "random"], [0, 1, 2], _REPROJECT),
+    (["fashion_mnist"], ["resnet_small"], ["sub_class"], [0, 1, 2], _REPROJECT),
+    # the same default with EK-FAC curvature, on the same cells (and the CPU-reference file)
+    (["mnist5k"], ["small_cnn", "resnet_small", "resnet_wide"], ["sub_class", "random"], [0, 1, 2], _EKFAC),
+    (["fashion_mnist"], ["small_cnn"], ["sub_class", "random"], [0, 1, 2], _EKFAC),
+    (["fashion_mnist"], ["resnet_small"], ["sub_class"], [0, 1, 2], _EKFAC),
     (["mnist5k"], ["resnet_small", "resnet_wide"], ["random"], [0, 1, 2], ["newton(all_layers+reproject+match_acc+ekfac+fine)"]),
-    # round 11: random 10 % on Fashion-MNIST × resnet_wide, the grid's last sample-request cell. Seed 0 ran on an
-    # NVIDIA H100, seed 1 on this CPU (a reference pair: 70 min here); seed 2 (round 12) on this CPU against
+    # random 10 % on Fashion-MNIST × resnet_wide, the grid's last sample-request cell. Seed 0 ran on an
+    # NVIDIA H100, seed 1 on this CPU (a reference pair: 70 min here); seed 2 on this CPU against
     # references trained on an H100
-    (["fashion_mnist"], ["resnet_wide"], ["random"], [0, 1, 2], _SAMPLES + ["samples+membership", "newton"] + _ROUND10),
+    (["fashion_mnist"], ["resnet_wide"], ["random"], [0, 1, 2], _SAMPLES + ["samples+membership", "newton"] + _EKFAC),
     (["fashion_mnist"], ["resnet_wide"], ["random"], [1], ["newton(all_layers+reproject+match_acc+ekfac+fine)"]),
-    # round 12: Sneaker inside "footwear" on Fashion-MNIST × resnet_wide (seeds 1, 2 on an NVIDIA H100, seed 0 on
+    # Sneaker inside "footwear" on Fashion-MNIST × resnet_wide (seeds 1, 2 on an NVIDIA H100, seed 0 on
     # this CPU)
-    (["fashion_mnist"], ["resnet_wide"], ["sub_class"], [0, 1, 2], _SAMPLES + ["samples+membership", "newton"] + _ROUND10),
+    (["fashion_mnist"], ["resnet_wide"], ["sub_class"], [0, 1, 2], _SAMPLES + ["samples+membership", "newton"] + _EKFAC),
 )
 
 

@@ -1,5 +1,5 @@
 """The Newton removal step on every conv and linear layer (K-FAC curvature), per step scale.
-(The variants study, round 7: docs/research/mumis-variants.md.)
+(The variants study, docs/research/mumis-variants.md: "a Newton step on every layer (K-FAC)".)
 
     python benchmarks/newton_all_layers.py [--dataset mnist5k] [--model resnet_small] [--task random|sub_class]
                                            [--seeds 0 1 2] [--scales 1 0.14 0.1 0.08 0.06 0.04 0.03 0.02]
@@ -10,7 +10,7 @@ the features and that step is ≈ 0. This measures the step of ``methods/kfac.py
 ``nn.Linear`` (BatchNorm frozen): Δθ_l = n_f / (n − n_f) · (A_l ⊗ G_l / T_l + γI)⁻¹ r_l, r_l the mean
 cross-entropy gradient over D_f (+ λθ on linear layers), γ = the damping (default: the training weight decay),
 curvature from the held-out set (what a method may read) or from D_r (an oracle no retain-free method has);
-``--keep-class-losses``: projected so that each class's mean loss over that set is unchanged to first order (round 8,
+``--keep-class-losses``: projected so that each class's mean loss over that set is unchanged to first order (part of
 ``newton``'s default for ``layers="all"``).
 
 For each step scale: the Avg. Gap to the reference retrain, held-out accuracy, and the share of D_f / held-out
@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--curvature", nargs="+", choices=("heldout", "retain"), default=["heldout"],
                         help="'retain' is an oracle (reads D_r): what the step would do with the true curvature")
     parser.add_argument("--keep-class-losses", action="store_true",
-                        help="project the step so that each class's mean loss over the curvature set stays (round 8)")
+                        help="project the step so that each class's mean loss over the curvature set stays")
     parser.add_argument("--epochs", type=int, default=20)
     args = parser.parse_args()
     recipe = TrainRecipe(epochs=args.epochs)

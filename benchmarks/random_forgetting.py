@@ -1,5 +1,5 @@
 """What separates a random forget set from unseen data, measured against the retrain reference.
-(The variants study, round 4: docs/research/mumis-variants.md.)
+(The variants study, docs/research/mumis-variants.md: "random forgetting — where the signal is".)
 
     python benchmarks/random_forgetting.py [--dataset mnist5k] [--model small_cnn] [--seeds 0 1 2] [--epochs 20]
 
@@ -10,7 +10,7 @@ Per seed (original and retrain come from mumis' model cache, trained on first us
    wrong vs the rest, and D_f vs held-out mean target sensitivity;
 3. held-out quantile matching: every forget sample gets the held-out loss at its own rank as a target and the
    classifier layer is trained (SGD) to raise each sample's loss up to it; Avg. Gap after ≤ 300 steps;
-4. tail matching (round 5): the same targets, but only the samples whose target loss exceeds τ move (the upper tail,
+4. tail matching: the same targets, but only the samples whose target loss exceeds τ move (the upper tail,
    where a model that never saw them would be unsure or wrong: 7–83 of 400 samples here), on the classifier layer
    or on every weight, small fixed steps, ≤ 1,000 steps; Avg. Gap per configuration.
 """
