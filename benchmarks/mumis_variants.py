@@ -154,7 +154,8 @@ PLAN = (
     (["mnist5k"], ["resnet_wide"], ["full_class"], [0, 1, 2], _DEFAULT + ["paper", "paper+floor", "head+scaled_lr+floor0"]),
     (["fashion_mnist"], ["small_cnn"], ["full_class"], [0, 1, 2], _DEFAULT + ["paper", "paper+floor", "head+scaled_lr+floor0"]),
     (["fashion_mnist"], ["small_cnn"], ["full_class"], [0], ["adam+floor", "head+scaled_lr+floor",
-                                                               "head+dynamic+scaled_lr+floor0", "default+momentum"] + _TARGET_ONLY),
+                                                               "head+dynamic+scaled_lr+floor0", "default+momentum"]
+     + _TARGET_ONLY),
     (["fashion_mnist"], ["resnet_small"], ["full_class"], [0, 1, 2], _DEFAULT + ["paper+floor", "default+1500steps"]),
     (["fashion_mnist"], ["resnet_small"], ["full_class"], [0], ["default+momentum"]),
     # the committed rows of this group ran on an NVIDIA H200 (each reference pair: ~25 CPU-minutes here)
@@ -186,7 +187,8 @@ PLAN = (
     (["fashion_mnist"], ["resnet_small"], ["sub_class"], [0, 1, 2], ["newton(all_layers+class_losses)"]),
     # the re-projected scan and the forget-accuracy stop, on the same cells (Fashion-MNIST × resnet_small
     # random: results/fashion_mnist_resnet_small_random_cpu.jsonl, CPU references)
-    (["mnist5k"], ["small_cnn", "resnet_small", "resnet_wide"], ["sub_class", "random"], [0, 1, 2], _REPROJECT_OR_MATCH_ACC),
+    (["mnist5k"], ["small_cnn", "resnet_small", "resnet_wide"], ["sub_class", "random"], [0, 1, 2],
+     _REPROJECT_OR_MATCH_ACC),
     (["fashion_mnist"], ["small_cnn"], ["sub_class", "random"], [0, 1, 2], _REPROJECT_OR_MATCH_ACC),
     (["fashion_mnist"], ["resnet_small"], ["sub_class"], [0, 1, 2], _REPROJECT_OR_MATCH_ACC),
     # the same default with EK-FAC curvature, on the same cells (and the CPU-reference file)
